@@ -1,0 +1,28 @@
+"""POST /api/whatsapp/messages/received: store one message of any session."""
+
+from whatsapp_ingest.api import Reply, create_app, entrypoint, logger, ok, record
+from whatsapp_ingest.models import MessageReceived
+from whatsapp_ingest.store import get_store
+
+app = create_app()
+
+
+@app.post("/api/whatsapp/messages/received")
+def messages_received(body: MessageReceived) -> Reply:
+    result = get_store().ingest_message(body)
+    duplicate = result["duplicate"]
+    record("duplicate" if duplicate else "stored")
+    logger.info(
+        "message already stored" if duplicate else "message stored",
+        extra={
+            "message_id": body.message_id,
+            "message_type": body.message.type,
+            "direction": result["message"]["direction"],
+            "contact_id": result["contact_id"],
+            "chat_id": result["chat_id"],
+        },
+    )
+    return ok("message already stored" if duplicate else "message stored", result)
+
+
+lambda_handler = entrypoint(app, "messages_received")

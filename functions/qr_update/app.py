@@ -1,0 +1,26 @@
+"""POST /api/whatsapp/sessions/qr-update: a new QR code must be scanned."""
+
+from whatsapp_ingest.api import Reply, create_app, entrypoint, logger, ok, record
+from whatsapp_ingest.models import QrUpdate
+from whatsapp_ingest.store import get_store
+
+app = create_app()
+
+
+@app.post("/api/whatsapp/sessions/qr-update")
+def qr_update(body: QrUpdate) -> Reply:
+    session = get_store().store_qr(body)
+    record("stored")
+    logger.info("qr code stored", extra={"qr_generated_at": body.timestamp.isoformat()})
+    return ok(
+        "qr code stored",
+        {
+            "session": session,
+            "qr_code": body.qr_code,
+            "qr_url": body.qr_url,
+            "timestamp": body.timestamp.isoformat(),
+        },
+    )
+
+
+lambda_handler = entrypoint(app, "qr_update")

@@ -1,0 +1,18 @@
+"""POST /api/whatsapp/sessions/status-update: a session changed state."""
+
+from whatsapp_ingest.api import Reply, create_app, entrypoint, logger, ok, record
+from whatsapp_ingest.models import StatusUpdate
+from whatsapp_ingest.store import get_store
+
+app = create_app()
+
+
+@app.post("/api/whatsapp/sessions/status-update")
+def status_update(body: StatusUpdate) -> Reply:
+    session = get_store().update_session_status(body)
+    record("stored")
+    logger.info("session status updated", extra={"status": body.status, "fields": sorted(body.changes())})
+    return ok("session status updated", session)
+
+
+lambda_handler = entrypoint(app, "status_update")

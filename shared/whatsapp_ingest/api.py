@@ -1,0 +1,264 @@
+"""API plumbing shared by the three functions: resolver, body intake, error envelope,
+logging and metrics.
+
+Every response is `{success, message, data?}`. A request is checked in two steps:
+the transport (method, size, content type, encoding, JSON syntax) here, before
+Powertools sees it; then the body's shape by pydantic through Powertools'
+validation, whose errors become a 400 naming each bad field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from whatsapp_ingest.store import InvalidData, SessionNotFound, StoreUnavailable
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "whatsapp-ingest"))
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "WhatsAppIngest"))
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 64
+RETRY_AFTER_SECONDS = 5
+JSON = "application/json"
+
+Reply = Response[dict[str, Any]]
+Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
+
+
+class Rejected(Exception):
+    """A request refused before it reaches a route: status, message, extra headers."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+# ---------------------------------------------------------------------------
+# Responses
+# ---------------------------------------------------------------------------
+
+
+def envelope(status: int, message: str, data: Any = None, headers: dict[str, str] | None = None) -> Reply:
+    """The one response shape of the service."""
+    body: dict[str, Any] = {"success": status < 400, "message": message}
+    if data is not None:
+        body["data"] = data
+    return Response(status_code=status, content_type=JSON, body=body, headers=headers)
+
+
+def ok(message: str, data: Any) -> Reply:
+    return envelope(200, message, data)
+
+
+def record(outcome: str) -> None:
+    """Count one outcome (stored, duplicate, rejected, failed) as an EMF metric."""
+    metrics.add_metric(name=outcome, unit=MetricUnit.Count, value=1)
+
+
+# ---------------------------------------------------------------------------
+# Resolver
+# ---------------------------------------------------------------------------
+
+
+def create_app() -> APIGatewayHttpResolver:
+    """A resolver with validation on and every error mapped to the envelope."""
+    app = APIGatewayHttpResolver(
+        enable_validation=True,
+        # A response that breaks its own schema is our bug: 500, not the client's 400.
+        response_validation_error_http_code=500,
+        serializer=_serialize,
+    )
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(exc: RequestValidationError) -> Response:
+        problems = [_describe(error) for error in exc.errors()]
+        message = "invalid request: " + "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+        return envelope(400, message, {"errors": problems})
+
+    @app.exception_handler(SessionNotFound)
+    def _unknown_session(exc: SessionNotFound) -> Response:
+        return envelope(404, f"session {exc.session_id} not found")
+
+    @app.exception_handler(InvalidData)
+    def _refused(exc: InvalidData) -> Response:
+        logger.warning("database refused a value", exc_info=exc)
+        return envelope(400, "invalid request: a value was refused by the database")
+
+    @app.exception_handler(StoreUnavailable)
+    def _unavailable(exc: StoreUnavailable) -> Response:
+        logger.error("database unavailable", exc_info=exc)
+        return envelope(
+            503, "database unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        )
+
+    @app.exception_handler(Exception)
+    def _failed(exc: Exception) -> Response:
+        logger.exception("request failed")
+        return envelope(500, "internal error")
+
+    @app.not_found
+    def _no_route(exc: Exception) -> Response:
+        return envelope(404, f"no route for {app.current_event.path}")
+
+    return app
+
+
+def _serialize(body: Any) -> str:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def _describe(error: dict[str, Any]) -> dict[str, str]:
+    """One pydantic error as {field, problem}, in the request's own terms."""
+    loc = [str(part) for part in error.get("loc", ()) if part != "body"]
+    problem = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return {"field": ".".join(loc) or "body", "problem": problem}
+
+
+# ---------------------------------------------------------------------------
+# Body intake
+# ---------------------------------------------------------------------------
+
+_UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _storable(value: Any, depth: int = 0) -> Any:
+    """Make valid JSON storable as-is in Postgres text and jsonb.
+
+    Postgres cannot hold U+0000 and UTF-8 cannot hold an unpaired surrogate
+    (both legal JSON escapes): each becomes U+FFFD, the Unicode replacement
+    character. Everything else is kept exactly.
+    """
+    if depth > MAX_JSON_DEPTH:
+        raise Rejected(400, f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        return _UNPAIRED_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_storable(k, depth): _storable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v, depth + 1) for v in value]
+    return value
+
+
+def read_body(event: dict[str, Any]) -> dict[str, Any]:
+    """The request's JSON object, or Rejected with the status that says why not."""
+    method = event.get("requestContext", {}).get("http", {}).get("method", "")
+    if method != "POST":
+        raise Rejected(405, f"method {method} not allowed: use POST", {"Allow": "POST"})
+
+    raw: str | bytes = event.get("body") or ""
+    if event.get("isBase64Encoded") and raw:
+        try:
+            raw = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise Rejected(400, "malformed body: invalid base64") from None
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    if len(data) > MAX_BODY_BYTES:
+        raise Rejected(413, f"body too large: the limit is {MAX_BODY_BYTES} bytes")
+
+    content_type = (event.get("headers") or {}).get("content-type", "").split(";")[0].strip().lower()
+    if content_type and content_type != JSON and not content_type.endswith("+json"):
+        raise Rejected(415, f"unsupported content type {content_type[:100]}: send application/json")
+    if not data.strip():
+        raise Rejected(400, "request body is empty: expected a JSON object")
+
+    try:
+        parsed = json.loads(data.decode("utf-8"), parse_float=_finite, parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise Rejected(400, "malformed body: not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise Rejected(400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # number limits
+        raise Rejected(400, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise Rejected(400, f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
+
+    if not isinstance(parsed, dict):
+        raise Rejected(400, "invalid request: the body must be a JSON object")
+    result: dict[str, Any] = _storable(parsed)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Lambda entry point
+# ---------------------------------------------------------------------------
+
+
+def entrypoint(app: APIGatewayHttpResolver, endpoint: str) -> Handler:
+    """The Lambda handler of one function: intake, routing, logging and metrics around `app`."""
+
+    @metrics.log_metrics
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        metrics.add_dimension(name="endpoint", value=endpoint)
+        logger.append_keys(endpoint=endpoint)
+        try:
+            body = read_body(event)
+            session_id = body.get("session_id")
+            if isinstance(session_id, str):
+                logger.append_keys(session_id=session_id[:64])
+            # Powertools parses the body again: hand it the storable JSON.
+            clean = {**event, "body": json.dumps(body, ensure_ascii=False), "isBase64Encoded": False}
+            clean["headers"] = {**(event.get("headers") or {}), "content-type": JSON}
+            response: dict[str, Any] = app.resolve(clean, context)
+        except Rejected as exc:
+            response = _proxy(envelope(exc.status, exc.message, headers=exc.headers))
+        except Exception:  # a bug outside the resolver: still the envelope, never a trace
+            logger.exception("request failed")
+            response = _proxy(envelope(500, "internal error"))
+
+        status = int(response["statusCode"])
+        if status >= 500:
+            record("failed")
+        elif status >= 400:
+            record("rejected")
+            logger.warning("request rejected", extra={"status": status, "reason": _message_of(response)})
+        return response
+
+    return handler
+
+
+def _message_of(response: dict[str, Any]) -> str:
+    try:
+        return str(json.loads(response.get("body") or "{}").get("message", ""))[:500]
+    except (ValueError, AttributeError):
+        return ""
+
+
+def _proxy(response: Response) -> dict[str, Any]:
+    """An API Gateway v2 result for a response made outside the resolver."""
+    headers = {key: ", ".join(value) if isinstance(value, list) else value for key, value in response.headers.items()}
+    return {
+        "statusCode": response.status_code,
+        "headers": headers,
+        "body": _serialize(response.body),
+        "isBase64Encoded": False,
+    }

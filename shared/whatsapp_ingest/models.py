@@ -1,0 +1,254 @@
+"""Request bodies of the three endpoints, and the normalisation of what
+orchestrators really send (JIDs in every form, epoch or ISO timestamps).
+
+Validation errors name the field; the API layer turns them into a 400.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+
+# ---------------------------------------------------------------------------
+# WhatsApp ids
+# ---------------------------------------------------------------------------
+
+# user[:device]@server. Phone JIDs carry the number; '@lid' (privacy ids),
+# groups, broadcasts and channels do not, and no number is guessed from them.
+_JID = re.compile(
+    r"^(?P<user>[^@:\s]+)(?::\d+)?@(?P<server>s\.whatsapp\.net|c\.us|lid|g\.us|broadcast|newsletter)$"
+)
+_PHONE_JID_SERVERS = frozenset({"s.whatsapp.net", "c.us"})
+_PHONE = re.compile(r"^\+?[\d\s().\-]+$")
+
+
+def canonical_wa_id(value: str) -> str:
+    """One key per WhatsApp party: a phone number's digits, or the whole non-phone JID.
+
+    '+52 1 55 1234 5678', '5215512345678' and '5215512345678:12@s.whatsapp.net'
+    are the same contact ('5215512345678'); '123456789@lid' stays as it is.
+    """
+    text = value.strip()
+    if "@" in text:
+        match = _JID.match(text.lower())
+        if match is None:
+            raise ValueError(
+                "not a WhatsApp id: expected a phone number or a JID such as 5215512345678@s.whatsapp.net"
+            )
+        if match["server"] in _PHONE_JID_SERVERS:
+            return _phone_digits(match["user"])
+        return f"{match['user']}@{match['server']}"
+    return _phone_digits(text)
+
+
+def _phone_digits(text: str) -> str:
+    if not _PHONE.match(text):
+        raise ValueError("not a phone number: only digits, spaces, '+', '-', '.' and parentheses are allowed")
+    digits = re.sub(r"\D", "", text)
+    if not 5 <= len(digits) <= 15:
+        raise ValueError("a phone number has 5 to 15 digits")
+    return digits
+
+
+WaId = Annotated[str, AfterValidator(canonical_wa_id)]
+
+# ---------------------------------------------------------------------------
+# Timestamps
+# ---------------------------------------------------------------------------
+
+# Epoch values at or above this are milliseconds: 1e11 seconds is the year
+# 5138, while 1e11 milliseconds is 1973.
+_MILLISECONDS_FROM = 100_000_000_000
+_EPOCH_TEXT = re.compile(r"^\d+(\.\d+)?$")
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """ISO 8601 (UTC when no offset is given) or epoch seconds/milliseconds, number or string."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and _EPOCH_TEXT.match(value.strip()):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("expected an ISO 8601 time or epoch seconds/milliseconds")
+    try:
+        if isinstance(value, str):
+            parsed = datetime.fromisoformat(value.strip())
+            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError
+        seconds = value / 1000 if value >= _MILLISECONDS_FROM else value
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        raise ValueError("expected an ISO 8601 time or epoch seconds/milliseconds within years 1-9999") from None
+
+
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(parse_timestamp, json_schema_input_type=str | int | float),
+]
+
+# ---------------------------------------------------------------------------
+# Bodies
+# ---------------------------------------------------------------------------
+
+SessionStatus = Literal["connected", "disconnected", "expired", "pending"]
+MessageType = Literal["text", "image", "video", "audio", "document", "location", "contact", "sticker"]
+MEDIA_TYPES: frozenset[str] = frozenset({"image", "video", "audio", "document", "sticker"})
+
+
+class StatusUpdate(BaseModel):
+    """A session changed state. Absent fields are left as stored."""
+
+    session_id: UUID
+    status: SessionStatus
+    last_seen: Timestamp | None = None
+    phone_number: str | None = Field(default=None, max_length=64)
+    whatsapp_user_id: str | None = Field(default=None, max_length=256)
+    auth_folder_path: str | None = Field(default=None, max_length=4096)
+    server_port: int | None = Field(default=None, ge=0, le=65535)
+
+    @field_validator("phone_number", "whatsapp_user_id")
+    @classmethod
+    def _is_whatsapp_id(cls, value: str | None) -> str | None:
+        # Validated like `from`, but stored as sent: the CRM shows it.
+        if value is not None:
+            canonical_wa_id(value)
+        return value
+
+    def changes(self) -> dict[str, Any]:
+        """The optional fields to write: those sent, plus the session's own canonical id.
+
+        Only server_port may be cleared with an explicit null (the contract types
+        it number | null); a null elsewhere is taken as "not sent", so an
+        orchestrator that serialises unknown values as null loses nothing.
+        """
+        sent = self.model_fields_set
+        changes: dict[str, Any] = {
+            name: getattr(self, name)
+            for name in ("last_seen", "phone_number", "whatsapp_user_id", "auth_folder_path")
+            if name in sent and getattr(self, name) is not None
+        }
+        if "last_seen" in changes:
+            changes["last_seen"] = changes["last_seen"].isoformat()
+        if "server_port" in sent:
+            changes["server_port"] = self.server_port
+        own = self.whatsapp_user_id or self.phone_number
+        if own is not None:
+            changes["own_wa_id"] = canonical_wa_id(own)
+        return changes
+
+
+class _Open(BaseModel):
+    # Gateways add fields of their own (ptt, sha256, vcard...): kept, and stored in content.
+    model_config = ConfigDict(extra="allow")
+
+
+class Media(_Open):
+    id: str = Field(min_length=1)
+    url: str | None = None
+    caption: str | None = None
+    mime_type: str | None = None
+    filename: str | None = None
+
+
+class Location(_Open):
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    name: str | None = None
+    address: str | None = None
+
+
+class ContactCard(_Open):
+    name: str | None = None
+    phone: str | None = None
+
+    @model_validator(mode="after")
+    def _has_name_or_phone(self) -> ContactCard:
+        if not (self.name or self.phone):
+            raise ValueError("a contact needs at least a name or a phone")
+        return self
+
+
+class Message(_Open):
+    """One WhatsApp message: `type` says which of the other fields carries it."""
+
+    type: MessageType
+    text: str | None = None
+    image: Media | None = None
+    video: Media | None = None
+    audio: Media | None = None
+    document: Media | None = None
+    sticker: Media | None = None
+    location: Location | None = None
+    contact: ContactCard | None = None
+
+    @model_validator(mode="after")
+    def _payload_matches_type(self) -> Message:
+        if getattr(self, self.type) is None:
+            kind = "a string" if self.type == "text" else "an object"
+            raise ValueError(f"a message of type '{self.type}' needs '{self.type}' as {kind}")
+        return self
+
+    @property
+    def body(self) -> str | None:
+        """The searchable text: the text itself, or the media's caption."""
+        if self.type == "text":
+            return self.text
+        if self.type in MEDIA_TYPES:
+            media: Media = getattr(self, self.type)
+            return media.caption
+        return None
+
+
+class MessageReceived(BaseModel):
+    """A message seen by a session, inbound or typed on the linked phone."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    session_id: UUID
+    from_: WaId = Field(alias="from")
+    to: WaId
+    message: Message
+    timestamp: Timestamp
+    message_id: str = Field(min_length=1, max_length=512)
+
+    _raw_message: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_message_as_sent(cls, data: Any, handler: Any) -> MessageReceived:
+        # content stores the message exactly as received, not as re-serialised
+        # by pydantic (which would turn 19 into 19.0 and reorder keys).
+        model: MessageReceived = handler(data)
+        if isinstance(data, dict) and isinstance(data.get("message"), dict):
+            model._raw_message = data["message"]
+        else:
+            model._raw_message = model.message.model_dump(mode="json", exclude_unset=True)
+        return model
+
+    @property
+    def content(self) -> dict[str, Any]:
+        return self._raw_message
+
+
+class QrUpdate(BaseModel):
+    """A new QR code must be scanned to link the session."""
+
+    session_id: UUID
+    qr_code: str = Field(min_length=1)
+    qr_url: str | None = None
+    timestamp: Timestamp

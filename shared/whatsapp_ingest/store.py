@@ -1,0 +1,217 @@
+"""Data access: one small interface, two implementations calling the same SQL functions.
+
+Each endpoint is one call of one Postgres function (supabase/migrations), so a
+request is one round trip and one transaction whichever way it travels:
+PostgREST RPC through supabase-py (production default) or psycopg directly
+(local runs, tests, or Supabase's transaction pooler).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from abc import ABC, abstractmethod
+from functools import cache
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from whatsapp_ingest.config import ConfigError, Settings, settings
+
+if TYPE_CHECKING:
+    from whatsapp_ingest.models import MessageReceived, QrUpdate, StatusUpdate
+
+
+class StoreError(Exception):
+    """The database failed in a way that is our fault (500)."""
+
+
+class SessionNotFound(StoreError):
+    """No session has this id (404)."""
+
+    def __init__(self, session_id: UUID) -> None:
+        super().__init__(f"session {session_id} not found")
+        self.session_id = session_id
+
+
+class InvalidData(StoreError):
+    """The database refused a value the models let through (400)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be reached or is overloaded: worth retrying (503)."""
+
+
+def _classify(sqlstate: str | None) -> type[StoreError]:
+    """Map a SQLSTATE to our error type, the same way for both implementations."""
+    state = sqlstate or ""
+    if state == "P0002":
+        return SessionNotFound
+    if state[:2] in ("22", "23"):  # data exception, integrity constraint violation
+        return InvalidData
+    if state[:2] in ("08", "53") or state.startswith("57P"):  # connection, resources, shutdown
+        return StoreUnavailable
+    return StoreError
+
+
+class Store(ABC):
+    """The three operations of the service. Subclasses only know how to call a function."""
+
+    def update_session_status(self, update: StatusUpdate) -> dict[str, Any]:
+        """Set the status and the optional fields sent; returns the session row."""
+        return self._call(
+            "whatsapp_update_session_status",
+            {"p_session_id": str(update.session_id), "p_status": update.status, "p_changes": update.changes()},
+            update.session_id,
+        )
+
+    def store_qr(self, qr: QrUpdate) -> dict[str, Any]:
+        """Keep the QR on the session and set it pending; returns the session row."""
+        return self._call(
+            "whatsapp_store_qr",
+            {
+                "p_session_id": str(qr.session_id),
+                "p_qr_code": qr.qr_code,
+                "p_qr_url": qr.qr_url,
+                "p_generated_at": qr.timestamp.isoformat(),
+            },
+            qr.session_id,
+        )
+
+    def ingest_message(self, received: MessageReceived) -> dict[str, Any]:
+        """Store a message once; returns {message, contact_id, chat_id, duplicate}."""
+        return self._call(
+            "whatsapp_ingest_message",
+            {
+                "p_session_id": str(received.session_id),
+                "p_message_id": received.message_id,
+                "p_from": received.from_,
+                "p_to": received.to,
+                "p_message_type": received.message.type,
+                "p_body": received.message.body,
+                "p_content": received.content,
+                "p_sent_at": received.timestamp.isoformat(),
+            },
+            received.session_id,
+        )
+
+    @abstractmethod
+    def _call(self, function: str, args: dict[str, Any], session_id: UUID) -> dict[str, Any]:
+        """Call public.<function> with named JSON-able arguments; return its jsonb result.
+
+        Raises SessionNotFound, InvalidData, StoreUnavailable or StoreError.
+        """
+
+
+class PostgresStore(Store):
+    """psycopg 3, one connection per thread, kept across invocations.
+
+    prepare_threshold=None: no server-side prepared statements, which Supabase's
+    transaction pooler cannot carry from one transaction to the next.
+    """
+
+    def __init__(self, database_url: str, timeout_seconds: float) -> None:
+        self._url = database_url
+        self._timeout = timeout_seconds
+        self._local = threading.local()
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(
+            self._url,
+            autocommit=True,  # the function call is the transaction
+            prepare_threshold=None,
+            connect_timeout=max(1, round(self._timeout)),
+            options=f"-c statement_timeout={int(self._timeout * 1000)}",
+        )
+
+    def _call(self, function: str, args: dict[str, Any], session_id: UUID) -> dict[str, Any]:
+        import psycopg
+
+        params = {name: json.dumps(v) if isinstance(v, dict) else v for name, v in args.items()}
+        named = ", ".join(f"{name} => %({name})s" for name in params)
+        query = f"select public.{function}({named})"
+        conn = getattr(self._local, "conn", None)
+        # A kept connection may have been closed while the container was frozen:
+        # then reconnect once. The functions are idempotent, so a retry is safe.
+        for attempt in (1, 2):
+            reused = conn is not None and not conn.closed
+            try:
+                if not reused:
+                    conn = self._local.conn = self._connect()
+                row = conn.execute(query, params).fetchone()
+                return row[0]  # type: ignore[no-any-return, index]
+            except psycopg.Error as exc:
+                error = _classify(exc.sqlstate)
+                if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+                    error = StoreUnavailable
+                if error is StoreUnavailable:
+                    self._local.conn = None
+                    if reused and attempt == 1:
+                        conn = None
+                        continue
+                raise _error(error, session_id, exc) from exc
+        raise AssertionError("unreachable")
+
+
+_UNAVAILABLE_CODES = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGRST003", "502", "503", "504"})
+
+
+class SupabaseStore(Store):
+    """supabase-py RPC (PostgREST) with one keep-alive HTTP client per container."""
+
+    def __init__(self, url: str, key: str, timeout_seconds: float, keepalive_seconds: float) -> None:
+        import httpx
+        from supabase import ClientOptions, create_client
+
+        http = httpx.Client(
+            timeout=httpx.Timeout(timeout_seconds),
+            limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=keepalive_seconds),
+            http2=False,
+        )
+        self._client = create_client(
+            url,
+            key,
+            options=ClientOptions(httpx_client=http, postgrest_client_timeout=timeout_seconds),
+        )
+
+    def _call(self, function: str, args: dict[str, Any], session_id: UUID) -> dict[str, Any]:
+        import httpx
+        from postgrest.exceptions import APIError
+
+        try:
+            return self._client.rpc(function, args).execute().data  # type: ignore[no-any-return]
+        except httpx.TransportError as exc:  # refused, reset, timed out
+            raise StoreUnavailable(f"{function}: {type(exc).__name__}") from exc
+        except APIError as exc:
+            code = exc.code or ""
+            # PGRST000-003: PostgREST cannot reach the database or its pool; a bare
+            # 502-504 is a gateway in front of it (postgrest-py puts the status in code).
+            error = StoreUnavailable if code in _UNAVAILABLE_CODES else None
+            raise _error(error or _classify(code), session_id, exc) from exc
+
+
+def _error(kind: type[StoreError], session_id: UUID, cause: Exception) -> StoreError:
+    if kind is SessionNotFound:
+        return SessionNotFound(session_id)
+    # The cause's text stays in the log (via __cause__), never in a response.
+    return kind(type(cause).__name__)
+
+
+@cache
+def get_store() -> Store:
+    """The store of this container, built once and reused across invocations."""
+    return build_store(settings())
+
+
+def build_store(config: Settings) -> Store:
+    """Supabase when SUPABASE_URL is set, else direct Postgres from DATABASE_URL."""
+    if config.supabase_url:
+        if not config.supabase_key:
+            raise ConfigError("SUPABASE_URL is set but SUPABASE_SERVICE_ROLE_KEY is not")
+        return SupabaseStore(
+            config.supabase_url, config.supabase_key, config.db_timeout_seconds, config.http_keepalive_seconds
+        )
+    if config.database_url:
+        return PostgresStore(config.database_url, config.db_timeout_seconds)
+    raise ConfigError("set SUPABASE_URL (with SUPABASE_SERVICE_ROLE_KEY) or DATABASE_URL")
