@@ -1,0 +1,130 @@
+"""Shared fixtures: a real embedded Postgres with the migrations applied, the real
+handlers loaded from template.yaml, and both data-access implementations.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from local import database, gateway
+from whatsapp_ingest.config import settings
+from whatsapp_ingest.store import get_store
+
+REPO = Path(__file__).resolve().parent.parent
+EVENTS = REPO / "events"
+SESSION_ID = "3f8a2b1c-5d4e-4f6a-9b7c-1d2e3f4a5b6c"  # the seeded demo session
+# Shaped like a Supabase key (supabase-py checks the shape); valid only for the stand-in.
+SERVICE_KEY = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.dGVzdC1vbmx5LW5vdC1hLXNlY3JldA"
+
+
+@dataclass
+class Result:
+    status: int
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """An API Gateway v2 event from events/, e.g. 'messages_received/text'."""
+    event: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    return event
+
+
+def with_body(event: dict[str, Any], body: Any) -> dict[str, Any]:
+    """A copy of `event` carrying another JSON body (a str is sent as it is)."""
+    changed = copy.deepcopy(event)
+    changed["body"] = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+    changed["isBase64Encoded"] = False
+    return changed
+
+
+def event_body(name: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(load_event(name)["body"])
+    return body
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = database.start(tmp_path_factory.mktemp("pgdata"), delete_on_exit=True)
+    url = server.get_uri()
+    database.migrate(url)
+    yield url
+    server.cleanup()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A clean database holding only the seeded demo session."""
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("truncate public.mensajes, public.chats, public.contacts, public.whatsapp_sessions cascade")
+        conn.execute(database.SEED_SQL.read_text())
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def postgrest(database_url: str) -> Iterator[Any]:
+    from postgrest_standin import PostgrestStandin
+
+    standin = PostgrestStandin(database_url, SERVICE_KEY)
+    standin.start()
+    yield standin
+    standin.stop()
+
+
+def use_backend(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    """Point the service at a database, as a fresh container would see it."""
+    for name in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings.cache_clear()
+    get_store.cache_clear()
+
+
+@pytest.fixture(params=["postgres", "supabase"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[str]:
+    """Each test using it runs twice: psycopg directly, and supabase-py through PostgREST."""
+    if request.param == "supabase":
+        standin = request.getfixturevalue("postgrest")
+        use_backend(monkeypatch, {"SUPABASE_URL": standin.url, "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY})
+    else:
+        use_backend(monkeypatch, {"DATABASE_URL": database_url})
+    yield request.param
+    settings.cache_clear()
+    get_store.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def handlers() -> dict[str, gateway.Handler]:
+    """The real Lambda handlers, found through template.yaml by path."""
+    return {route.path: gateway.load_handler(route) for route in gateway.load_routes(REPO / "template.yaml")}
+
+
+def call_handler(handlers: dict[str, gateway.Handler], event: dict[str, Any]) -> Result:
+    response = handlers[event["rawPath"]](event, gateway.LambdaContext("test"))
+    return Result(response["statusCode"], response.get("headers", {}), json.loads(response["body"]))
+
+
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def invoke(handlers: dict[str, gateway.Handler], backend: str, db: Any) -> Invoke:
+    """invoke('messages_received/text') or invoke(event, body=...): the handler's Result."""
+
+    def call(event: str | dict[str, Any], **changes: Any) -> Result:
+        loaded = load_event(event) if isinstance(event, str) else event
+        if "body" in changes:
+            loaded = with_body(loaded, changes["body"])
+        return call_handler(handlers, loaded)
+
+    return call
