@@ -116,13 +116,17 @@ class PostgresStore(Store):
 
     def _connect(self) -> Any:
         import psycopg
+        from psycopg.conninfo import conninfo_to_dict
 
+        params = conninfo_to_dict(self._url)
+        # Keep options from the URL (a role, a search_path) and add the timeout.
+        timeout = f"-c statement_timeout={int(self._timeout * 1000)}"
+        params["options"] = f"{params.get('options', '')} {timeout}".strip()
+        params.setdefault("connect_timeout", max(1, round(self._timeout)))
         return psycopg.connect(
-            self._url,
+            **params,
             autocommit=True,  # the function call is the transaction
             prepare_threshold=None,
-            connect_timeout=max(1, round(self._timeout)),
-            options=f"-c statement_timeout={int(self._timeout * 1000)}",
         )
 
     def _call(self, function: str, args: dict[str, Any], session_id: UUID) -> dict[str, Any]:

@@ -1,0 +1,80 @@
+"""The schema as Supabase will hold it: migrations, access rules, realtime, and one
+call per request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import SESSION_ID
+
+from local import database
+
+TABLES = ["whatsapp_sessions", "contacts", "chats", "mensajes"]
+FUNCTIONS = {
+    "whatsapp_update_session_status": f"'{SESSION_ID}', 'connected', '{{}}'",
+    "whatsapp_store_qr": f"'{SESSION_ID}', 'qr', null, now()",
+    "whatsapp_ingest_message": f"'{SESSION_ID}', 'm1', '5215512345678', '5215500000001', 'text', 'hi', "
+    "'{\"type\": \"text\", \"text\": \"hi\"}', now()",
+}
+
+
+def test_migrations_apply_once_and_are_recorded_like_the_supabase_cli(database_url: str, db: Any) -> None:
+    assert database.migrate(database_url) == []
+    versions = db.execute("select version from supabase_migrations.schema_migrations").fetchall()
+    assert [row["version"] for row in versions] == [p.stem.split("_")[0] for p in sorted(database.MIGRATIONS.glob("*.sql"))]
+
+
+def test_row_level_security_is_on_for_every_table(db: Any) -> None:
+    rows = db.execute(
+        "select relname, relrowsecurity from pg_class where relnamespace = 'public'::regnamespace and relkind = 'r'"
+    ).fetchall()
+    assert {row["relname"]: row["relrowsecurity"] for row in rows} == dict.fromkeys(TABLES, True)
+
+
+@pytest.mark.parametrize("role", ["anon", "authenticated"])
+@pytest.mark.parametrize("table", TABLES)
+def test_api_roles_cannot_read_any_table(db: Any, role: str, table: str) -> None:
+    with db.transaction(force_rollback=True), pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.execute(f"set local role {role}")
+        db.execute(f"select * from public.{table}")
+
+
+@pytest.mark.parametrize("role", ["anon", "authenticated"])
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_api_roles_cannot_execute_any_function(db: Any, role: str, function: str) -> None:
+    with db.transaction(force_rollback=True), pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.execute(f"set local role {role}")
+        db.execute(f"select public.{function}({FUNCTIONS[function]})")
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_service_role_executes_every_function(db: Any, function: str) -> None:
+    with db.transaction(force_rollback=True):
+        db.execute("set local role service_role")
+        result = db.execute(f"select public.{function}({FUNCTIONS[function]}) as r").fetchone()["r"]
+    assert result
+
+
+def test_sessions_and_messages_are_published_to_realtime(db: Any) -> None:
+    rows = db.execute("select tablename from pg_publication_tables where pubname = 'supabase_realtime'").fetchall()
+    assert {row["tablename"] for row in rows} == {"whatsapp_sessions", "mensajes"}
+
+
+def test_contact_and_chat_ids_are_bigints(db: Any) -> None:
+    rows = db.execute(
+        "select table_name, data_type from information_schema.columns"
+        " where table_schema = 'public' and column_name = 'id' and table_name in ('contacts', 'chats', 'mensajes')"
+    ).fetchall()
+    assert {row["data_type"] for row in rows} == {"bigint"}
+
+
+def test_a_value_breaking_a_check_leaves_nothing_half_written(db: Any) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute(
+            f"select public.whatsapp_ingest_message('{SESSION_ID}', 'm1', '5215512345678', '5215500000001',"
+            " 'hologram', null, '{}', now())"
+        )
+    assert db.execute("select count(*) as n from public.contacts").fetchone()["n"] == 0
+    assert db.execute("select count(*) as n from public.chats").fetchone()["n"] == 0
