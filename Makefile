@@ -1,0 +1,38 @@
+# Everything runs from the project's own venv (Python 3.13, as in Lambda);
+# the first target that needs it creates it.
+PYTHON ?= python3.13
+VENV   := .venv
+BIN    := $(VENV)/bin
+SAM    := PATH="$(abspath $(BIN)):$$PATH" SAM_CLI_TELEMETRY=0 $(BIN)/sam
+PORT   ?= 3000
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test validate build ci clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: requirements-dev.txt shared/requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(BIN)/.installed ## Create the venv and install everything
+
+run: venv ## Serve the API on http://127.0.0.1:3000 with an embedded Postgres (migrated, seeded)
+	$(BIN)/python -m local.run --port $(PORT)
+
+test: venv ## Run the test suite against a real embedded Postgres
+	$(BIN)/python -m pytest
+
+validate: venv ## sam validate --lint
+	$(SAM) validate --lint
+
+build: venv ## sam build (no Docker: the local Python 3.13 builds the arm64 layer)
+	$(SAM) build
+
+ci: test validate build ## What CI runs
+
+clean: ## Remove the venv, the local database and build output
+	rm -rf $(VENV) .local .aws-sam

@@ -1,0 +1,68 @@
+"""`make run`: a fresh data directory, migrations and seed, the real handlers on HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO, event_body
+
+
+@pytest.fixture(scope="module")
+def local_api(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SUPABASE_URL")}
+    pgdata = tmp_path_factory.mktemp("run") / "pgdata"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local.run", "--port", "0", "--pgdata", str(pgdata)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("Listening on "):
+            yield line.split()[-1]
+            break
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def post(url: str, body: Any, method: str = "POST") -> tuple[int, dict[str, Any], dict[str, str]]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read()), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), dict(error.headers)
+
+
+def test_every_template_route_answers_on_localhost_with_the_seeded_session(local_api: str) -> None:
+    for path, event in [
+        ("/api/whatsapp/sessions/status-update", "status_update/valid"),
+        ("/api/whatsapp/messages/received", "messages_received/text"),
+        ("/api/whatsapp/sessions/qr-update", "qr_update/valid"),
+    ]:
+        status, body, _ = post(local_api + path, event_body(event))
+        assert status == 200, body
+        assert body["success"] is True
+
+
+def test_wrong_method_on_localhost_is_405_with_allow_post(local_api: str) -> None:
+    status, body, headers = post(local_api + "/api/whatsapp/messages/received", {}, method="PATCH")
+
+    assert status == 405
+    assert headers["Allow"] == "POST"
+
+
+def test_readme_curl_examples_use_paths_and_session_that_exist() -> None:
+    readme = (REPO / "README.md").read_text()
+    head = "\n".join(readme.splitlines()[:15])
+    assert "make run" in head and "make test" in head
+    assert "3f8a2b1c-5d4e-4f6a-9b7c-1d2e3f4a5b6c" in readme
+    assert Path(REPO / "supabase" / "seed.sql").read_text().count("3f8a2b1c-5d4e-4f6a-9b7c-1d2e3f4a5b6c") == 1
