@@ -53,7 +53,7 @@ class Route:
         return f"{self.method} {self.path}"
 
 
-class _CfnLoader(yaml.SafeLoader):
+class CfnLoader(yaml.SafeLoader):
     """SafeLoader that reads !Ref, !Sub... as their plain operand: routing needs no intrinsics."""
 
 
@@ -65,12 +65,12 @@ def _plain(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node) -> Any:
     return loader.construct_scalar(node)  # type: ignore[arg-type]
 
 
-_CfnLoader.add_multi_constructor("!", _plain)
+CfnLoader.add_multi_constructor("!", _plain)
 
 
 def load_routes(template_path: Path) -> list[Route]:
     """Derive routes from the template so the gateway can never drift from what is deployed."""
-    template = yaml.load(template_path.read_text(encoding="utf-8"), Loader=_CfnLoader)
+    template = yaml.load(template_path.read_text(encoding="utf-8"), Loader=CfnLoader)
     defaults = (template.get("Globals") or {}).get("Function") or {}
     routes = []
     for logical_id, resource in (template.get("Resources") or {}).items():

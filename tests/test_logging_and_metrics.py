@@ -1,0 +1,99 @@
+"""What operators see: JSON log lines tied to the request and the session, and an
+EMF metric for each outcome."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import SESSION_ID, Invoke, call_handler, event_body, load_event, use_backend
+
+from whatsapp_ingest.api import logger
+
+Lines = Callable[[], list[dict[str, Any]]]
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Lines]:
+    """The service's log lines, formatted exactly as in Lambda."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    logger.addHandler(handler)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    logger.removeHandler(handler)
+
+
+def metrics_in(stdout: str) -> list[str]:
+    """Names of the EMF metrics printed (one JSON document per flush)."""
+    names = []
+    for line in stdout.splitlines():
+        if line.startswith('{"_aws"'):
+            document = json.loads(line)
+            names += [m["Name"] for m in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+    return names
+
+
+@pytest.mark.parametrize("event", ["status_update/valid", "messages_received/text", "qr_update/valid"])
+def test_each_success_is_one_info_line_with_correlation_and_session_ids(
+    invoke: Invoke, log_lines: Lines, event: str
+) -> None:
+    assert invoke(event).status == 200
+
+    lines = log_lines()
+    assert [line["level"] for line in lines] == ["INFO"]
+    assert lines[0]["correlation_id"] == load_event(event)["requestContext"]["requestId"]
+    assert lines[0]["session_id"] == SESSION_ID
+    assert lines[0]["endpoint"] == event.split("/")[0]
+
+
+def test_message_text_is_never_logged(invoke: Invoke, log_lines: Lines) -> None:
+    invoke("messages_received/text")
+    invoke("messages_received/image")
+
+    logged = json.dumps(log_lines(), ensure_ascii=False)
+    assert "modelo azul" not in logged and "Este modelo" not in logged
+
+
+def test_rejection_is_one_warning_line_with_status_and_reason(invoke: Invoke, log_lines: Lines) -> None:
+    invoke("messages_received/unknown_session")
+
+    (line,) = log_lines()
+    assert line["level"] == "WARNING"
+    assert line["status"] == 404 and "not found" in line["reason"]
+    assert line["session_id"] == "00000000-0000-4000-8000-000000000000"
+
+
+def test_fault_has_its_stack_trace_in_the_log_and_not_in_the_response(
+    handlers: Any, monkeypatch: pytest.MonkeyPatch, database_url: str, db: Any, log_lines: Lines
+) -> None:
+    use_backend(monkeypatch, {"DATABASE_URL": f"{database_url}&options=-c%20role%3Danon"})
+
+    result = call_handler(handlers, load_event("messages_received/text"))
+
+    errors = [line for line in log_lines() if line["level"] == "ERROR"]
+    assert len(errors) == 1
+    assert "Traceback" in errors[0]["exception"] and "InsufficientPrivilege" in errors[0]["exception"]
+    assert "Traceback" not in json.dumps(result.body) and "select" not in json.dumps(result.body)
+
+
+def test_each_outcome_is_counted_as_an_emf_metric(
+    invoke: Invoke, capsys: pytest.CaptureFixture[str], handlers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    invoke("messages_received/text")
+    invoke("messages_received/text")
+    invoke("messages_received/missing_fields")
+    use_backend(monkeypatch, {})
+    call_handler(handlers, load_event("messages_received/text"))
+
+    assert metrics_in(capsys.readouterr().out) == ["stored", "duplicate", "rejected", "failed"]
+
+
+def test_session_id_of_an_invalid_body_is_still_logged(invoke: Invoke, log_lines: Lines) -> None:
+    invoke("messages_received/text", body={**event_body("messages_received/text"), "from": "nobody"})
+
+    assert [line["session_id"] for line in log_lines()] == [SESSION_ID]

@@ -1,0 +1,82 @@
+"""template.yaml, samconfig.toml and events/ agree with each other and with the code.
+(`sam validate --lint` and `sam build` run in .ci/run.)"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from typing import Any
+
+import pytest
+import yaml
+from conftest import EVENTS, REPO
+
+from local import gateway
+
+PATHS = {
+    "status_update": "/api/whatsapp/sessions/status-update",
+    "messages_received": "/api/whatsapp/messages/received",
+    "qr_update": "/api/whatsapp/sessions/qr-update",
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.load((REPO / "template.yaml").read_text(), Loader=gateway.CfnLoader)
+    return loaded
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def test_one_function_per_endpoint_each_on_an_any_route_of_the_http_api(template: dict[str, Any]) -> None:
+    routes = {(r.path, r.method, r.code_dir.name) for r in gateway.load_routes(REPO / "template.yaml")}
+    assert routes == {(path, "ANY", name) for name, path in PATHS.items()}
+    for function in resources(template, "AWS::Serverless::Function").values():
+        (event,) = function["Properties"]["Events"].values()
+        assert event["Type"] == "HttpApi"
+        assert event["Properties"]["ApiId"] == "HttpApi"
+
+
+def test_functions_run_python_313_on_arm64_with_the_shared_layer(template: dict[str, Any]) -> None:
+    function = template["Globals"]["Function"]
+    assert function["Runtime"] == "python3.13"
+    assert function["Architectures"] == ["arm64"]
+    assert function["Layers"] == ["IngestLayer"]
+    assert function["Timeout"] < 30  # below API Gateway's integration limit
+
+
+def test_layer_is_built_by_sam_from_shared(template: dict[str, Any]) -> None:
+    layer = template["Resources"]["IngestLayer"]
+    assert layer["Properties"]["ContentUri"] == "shared/"
+    assert layer["Metadata"]["BuildMethod"] == "python3.13"
+    assert (REPO / "shared" / "requirements.txt").exists()
+
+
+def test_stage_parameter_and_the_three_urls_as_outputs(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["Stage"]["AllowedValues"] == ["dev", "prod"]
+    outputs = {o["Value"].split("}", 2)[-1] for o in template["Outputs"].values()}
+    assert {o[o.index("/api/"):] for o in outputs} == set(PATHS.values())
+
+
+def test_every_function_logs_to_a_group_with_retention(template: dict[str, Any]) -> None:
+    groups = resources(template, "AWS::Logs::LogGroup")
+    for function in resources(template, "AWS::Serverless::Function").values():
+        group = groups[function["Properties"]["LoggingConfig"]["LogGroup"]]
+        assert group["Properties"]["RetentionInDays"]
+
+
+def test_samconfig_has_dev_as_default_and_prod() -> None:
+    config = tomllib.loads((REPO / "samconfig.toml").read_text())
+    assert config["default"]["deploy"]["parameters"]["parameter_overrides"] == 'Stage="dev"'
+    assert config["prod"]["deploy"]["parameters"]["parameter_overrides"] == 'Stage="prod"'
+
+
+@pytest.mark.parametrize("path", sorted(EVENTS.glob("*/*.json")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_sample_event_is_an_http_api_v2_event_for_its_endpoint(path: Any) -> None:
+    event = json.loads(path.read_text())
+    assert event["version"] == "2.0"
+    assert event["rawPath"] == PATHS[path.parent.name]
+    assert event["routeKey"] == f"ANY {event['rawPath']}"
+    assert event["requestContext"]["http"]["method"] in {"GET", "POST", "PUT", "PATCH", "DELETE"}
