@@ -7,11 +7,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from conftest import event_body
+import pytest
+from conftest import call_handler, event_body, load_event, use_backend
 
 from whatsapp_ingest.config import settings
 from whatsapp_ingest.models import MessageReceived
-from whatsapp_ingest.store import build_store
+from whatsapp_ingest.store import APPLICATION_NAME, build_store
 
 RACERS = 12
 
@@ -52,3 +53,22 @@ def test_racing_redeliveries_of_one_message_store_it_once(backend: str, db: Any)
     assert len({r["message"]["id"] for r in results}) == 1
     assert sorted(r["duplicate"] for r in results) == [False] + [True] * (RACERS - 1)
     assert count(db, "mensajes") == 1 and count(db, "contacts") == 1 and count(db, "chats") == 1
+
+
+def test_a_warm_container_reuses_its_database_connection(
+    handlers: Any, monkeypatch: pytest.MonkeyPatch, database_url: str, db: Any
+) -> None:
+    def our_connections() -> list[Any]:
+        rows = db.execute(
+            "select backend_start from pg_stat_activity where application_name = %s", (APPLICATION_NAME,)
+        ).fetchall()
+        return [row["backend_start"] for row in rows]
+
+    use_backend(monkeypatch, {"DATABASE_URL": database_url})
+    call_handler(handlers, load_event("messages_received/text"))
+    first = our_connections()
+    call_handler(handlers, load_event("messages_received/image"))
+    call_handler(handlers, load_event("status_update/valid"))
+
+    assert len(first) == 1
+    assert our_connections() == first

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from whatsapp_ingest.models import MessageReceived, QrUpdate, StatusUpdate
 
 
+APPLICATION_NAME = "whatsapp-ingest"  # how our connections show in pg_stat_activity
+
+
 class StoreError(Exception):
     """The database failed in a way that is our fault (500)."""
 
@@ -123,6 +126,7 @@ class PostgresStore(Store):
         timeout = f"-c statement_timeout={int(self._timeout * 1000)}"
         params["options"] = f"{params.get('options', '')} {timeout}".strip()
         params.setdefault("connect_timeout", max(1, round(self._timeout)))
+        params.setdefault("application_name", APPLICATION_NAME)
         return psycopg.connect(
             **params,
             autocommit=True,  # the function call is the transaction
