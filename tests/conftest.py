@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,13 +55,38 @@ def event_body(name: str) -> dict[str, Any]:
     return body
 
 
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A temporary directory the embedded server can use.
+
+    Not under pytest's tmp_path: run as root, pgserver starts Postgres as the user
+    "pgserver", and every pytest session start resets /tmp/pytest-of-root to mode
+    0700, which locks that user out.
+    """
+    directory = Path(tempfile.mkdtemp(prefix=f"whatsapp-ingest-{prefix}-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def embedded_postgres(version: int = 18) -> Iterator[Any]:
+    """A fresh embedded Postgres, stopped and deleted afterwards."""
+    with scratch_dir("pg") as directory:
+        server = database.start(directory / "data", delete_on_exit=True, version=version)
+        try:
+            yield server
+        finally:
+            server.cleanup()
+
+
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = database.start(tmp_path_factory.mktemp("pgdata"), delete_on_exit=True)
-    url = server.get_uri()
-    database.migrate(url)
-    yield url
-    server.cleanup()
+def database_url() -> Iterator[str]:
+    with embedded_postgres() as server:
+        url = server.get_uri()
+        database.migrate(url)
+        yield url
 
 
 @pytest.fixture

@@ -3,12 +3,11 @@ call per request."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from conftest import SESSION_ID
+from conftest import SESSION_ID, embedded_postgres
 
 from local import database
 
@@ -27,16 +26,14 @@ def test_migrations_apply_once_and_are_recorded_like_the_supabase_cli(database_u
     assert [row["version"] for row in versions] == [p.stem.split("_")[0] for p in sorted(database.MIGRATIONS.glob("*.sql"))]
 
 
-def test_migrations_apply_to_postgres_16_too(tmp_path: Path) -> None:
+def test_migrations_apply_to_postgres_16_too() -> None:
     # Supabase runs 15 and 17; the embedded server offers 16 and 18, and the
     # rest of the suite runs on 18.
-    server = database.start(tmp_path / "pg16", delete_on_exit=True, version=16)
-    try:
-        assert database.migrate(server.get_uri(), seed=True) == [p.name for p in sorted(database.MIGRATIONS.glob("*.sql"))]
+    with embedded_postgres(version=16) as server:
+        applied = database.migrate(server.get_uri(), seed=True)
         with psycopg.connect(server.get_uri()) as conn:
             assert conn.info.server_version // 10000 == 16
-    finally:
-        server.cleanup()
+    assert applied == [p.name for p in sorted(database.MIGRATIONS.glob("*.sql"))]
 
 
 def test_row_level_security_is_on_for_every_table(db: Any) -> None:

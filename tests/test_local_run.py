@@ -12,13 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, event_body
+from conftest import REPO, event_body, scratch_dir
 
 
 @pytest.fixture(scope="module")
-def local_api(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def local_api() -> Any:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SUPABASE_URL")}
-    pgdata = tmp_path_factory.mktemp("run") / "pgdata"
+    with scratch_dir("run") as directory:
+        yield from serve(directory / "pgdata", env)
+
+
+def serve(pgdata: Path, env: dict[str, str]) -> Any:
     proc = subprocess.Popen(
         [sys.executable, "-m", "local.run", "--port", "0", "--pgdata", str(pgdata)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

@@ -47,7 +47,7 @@ class StoreUnavailable(StoreError):
 def _classify(sqlstate: str | None) -> type[StoreError]:
     """Map a SQLSTATE to our error type, the same way for both implementations."""
     state = sqlstate or ""
-    if state == "P0002":
+    if state == "PT404":  # raised by the functions; PostgREST answers it with a 404
         return SessionNotFound
     if state[:2] in ("22", "23"):  # data exception, integrity constraint violation
         return InvalidData

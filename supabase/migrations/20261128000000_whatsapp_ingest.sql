@@ -4,6 +4,9 @@
 --
 -- Runs on Supabase and on plain Postgres 15+ where the Supabase roles (anon,
 -- authenticated, service_role) and the supabase_realtime publication exist.
+--
+-- An unknown session raises SQLSTATE PT404: PostgREST turns PTxyz into HTTP
+-- status xyz, and the service maps the code itself on both paths.
 
 -- ---------------------------------------------------------------------------
 -- Tables
@@ -107,7 +110,7 @@ create trigger chats_updated_at before update on public.chats
 --                            whatsapp_user_id, own_wa_id, auth_folder_path,
 --                            server_port (a JSON null clears server_port)
 --   Returns:   the updated session row as jsonb
---   Errors:    P0002 when the session does not exist; 23514 / 22xxx when a
+--   Errors:    PT404 when the session does not exist; 23514 / 22xxx when a
 --              value breaks a check (bad status, port out of range)
 -- ---------------------------------------------------------------------------
 
@@ -147,7 +150,7 @@ begin
     returning s.* into v_session;
 
     if not found then
-        raise exception 'session % not found', p_session_id using errcode = 'P0002';
+        raise exception 'session % not found', p_session_id using errcode = 'PT404';
     end if;
 
     return to_jsonb(v_session);
@@ -161,7 +164,7 @@ $$;
 --              p_qr_url        optional URL of the QR image
 --              p_generated_at  when the orchestrator generated it
 --   Returns:   the updated session row as jsonb (status pending, QR kept)
---   Errors:    P0002 when the session does not exist
+--   Errors:    PT404 when the session does not exist
 -- ---------------------------------------------------------------------------
 
 create function public.whatsapp_store_qr(
@@ -185,7 +188,7 @@ begin
     returning s.* into v_session;
 
     if not found then
-        raise exception 'session % not found', p_session_id using errcode = 'P0002';
+        raise exception 'session % not found', p_session_id using errcode = 'PT404';
     end if;
 
     return to_jsonb(v_session);
@@ -205,7 +208,7 @@ $$;
 --   Returns:   {message: <mensajes row>, contact_id, chat_id, duplicate}
 --              duplicate is true when this message id was already stored for
 --              this session: the stored row is returned and nothing is written.
---   Errors:    P0002 when the session does not exist; 23514 when a value
+--   Errors:    PT404 when the session does not exist; 23514 when a value
 --              breaks a check (unknown message type)
 --
 --   Concurrency: contact, chat and message are each decided by a unique
@@ -241,7 +244,7 @@ begin
      where s.id = p_session_id;
 
     if not found then
-        raise exception 'session % not found', p_session_id using errcode = 'P0002';
+        raise exception 'session % not found', p_session_id using errcode = 'PT404';
     end if;
 
     -- Typed on the linked phone itself: the other party is the receiver.
