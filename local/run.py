@@ -3,13 +3,15 @@
 Without SUPABASE_URL or DATABASE_URL in the environment, an embedded Postgres
 is started in .local/pgdata with the migrations and the seed applied; with
 either set, the handlers use that database instead (a real Supabase project,
-say) and nothing is started.
+say) and nothing is started. Without API_TOKENS, a development token is
+generated once (.local/dev-token) and printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 from pathlib import Path
 
 from local import database, gateway
@@ -31,7 +33,20 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["DATABASE_URL"] = url
         print(f"Embedded Postgres in {args.pgdata}: {len(applied)} migration(s) applied, seed loaded.", flush=True)
         print(f"  psql '{url}'", flush=True)
+    if not os.environ.get("API_TOKENS"):
+        os.environ["API_TOKENS"] = development_token(args.pgdata.parent / "dev-token")
+    token = os.environ["API_TOKENS"].split(",")[0].strip()
+    print(f"Orchestrator token: export TOKEN={token}   (send: Authorization: Bearer $TOKEN)", flush=True)
     gateway.main(["--host", args.host, "--port", str(args.port)])
+
+
+def development_token(path: Path) -> str:
+    """A random token for this checkout, kept across runs so curl examples keep working."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 if __name__ == "__main__":

@@ -20,13 +20,30 @@ from psycopg.rows import dict_row
 
 from local import database, gateway
 from whatsapp_ingest.config import settings
-from whatsapp_ingest.store import get_store
+from whatsapp_ingest.store import shared_store
 
 REPO = Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events"
 SESSION_ID = "3f8a2b1c-5d4e-4f6a-9b7c-1d2e3f4a5b6c"  # the seeded demo session
 # Shaped like a Supabase key (supabase-py checks the shape); valid only for the stand-in.
 SERVICE_KEY = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.dGVzdC1vbmx5LW5vdC1hLXNlY3JldA"
+
+
+#: The token the sample events in events/ carry; accepted only where configured.
+SAMPLE_TOKEN = "local-dev-token"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def orchestrator_token() -> Iterator[str]:
+    """The service accepts the sample events' token unless a test says otherwise."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("API_TOKENS", SAMPLE_TOKEN)
+        patch.delenv("SIGNING_KEY", raising=False)
+        patch.delenv("AUTH_SECRET_ARN", raising=False)
+        patch.delenv("DATABASE_SECRET_ARN", raising=False)
+        settings.cache_clear()
+        yield SAMPLE_TOKEN
+    settings.cache_clear()
 
 
 @dataclass
@@ -115,7 +132,7 @@ def use_backend(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings.cache_clear()
-    get_store.cache_clear()
+    shared_store.cache_clear()
 
 
 @pytest.fixture(params=["postgres", "supabase"])
@@ -128,7 +145,7 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, dat
         use_backend(monkeypatch, {"DATABASE_URL": database_url})
     yield request.param
     settings.cache_clear()
-    get_store.cache_clear()
+    shared_store.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from conftest import call_handler, event_body, load_event, use_backend
 
-from whatsapp_ingest.config import settings
+from whatsapp_ingest.config import database_secrets, settings
 from whatsapp_ingest.models import MessageReceived
 from whatsapp_ingest.store import APPLICATION_NAME, build_store
 
@@ -19,7 +19,7 @@ RACERS = 12
 
 def race(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Ingest every body at once, each from its own store (its own connection)."""
-    stores = [build_store(settings()) for _ in bodies]
+    stores = [build_store(settings(), database_secrets()) for _ in bodies]
     start = threading.Barrier(len(bodies))
 
     def ingest(index: int) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from conftest import REPO, event_body, scratch_dir
 
 @pytest.fixture(scope="module")
 def local_api() -> Any:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SUPABASE_URL")}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SUPABASE_URL", "API_TOKENS")}
     with scratch_dir("run") as directory:
         yield from serve(directory / "pgdata", env)
 
@@ -28,17 +28,23 @@ def serve(pgdata: Path, env: dict[str, str]) -> Any:
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     assert proc.stdout is not None
+    token = ""
     for line in proc.stdout:
+        if line.startswith("Orchestrator token: export TOKEN="):
+            token = line.split("=", 1)[1].split()[0]
         if line.startswith("Listening on "):
-            yield line.split()[-1]
+            yield line.split()[-1], token
             break
     proc.terminate()
     proc.wait(timeout=20)
 
 
-def post(url: str, body: Any, method: str = "POST") -> tuple[int, dict[str, Any], dict[str, str]]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
-                                     headers={"Content-Type": "application/json"})
+def post(
+    api: tuple[str, str], path: str, body: Any, method: str = "POST", token: str | None = None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    url, generated = api
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token or generated}"}
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read()), dict(response.headers)
@@ -46,19 +52,29 @@ def post(url: str, body: Any, method: str = "POST") -> tuple[int, dict[str, Any]
         return error.code, json.loads(error.read()), dict(error.headers)
 
 
-def test_every_template_route_answers_on_localhost_with_the_seeded_session(local_api: str) -> None:
+def test_every_template_route_answers_on_localhost_with_the_seeded_session(local_api: tuple[str, str]) -> None:
     for path, event in [
         ("/api/whatsapp/sessions/status-update", "status_update/valid"),
         ("/api/whatsapp/messages/received", "messages_received/text"),
         ("/api/whatsapp/sessions/qr-update", "qr_update/valid"),
     ]:
-        status, body, _ = post(local_api + path, event_body(event))
+        status, body, _ = post(local_api, path, event_body(event))
         assert status == 200, body
         assert body["success"] is True
 
 
-def test_wrong_method_on_localhost_is_405_with_allow_post(local_api: str) -> None:
-    status, body, headers = post(local_api + "/api/whatsapp/messages/received", {}, method="PATCH")
+def test_make_run_generates_a_development_token_and_refuses_others(local_api: tuple[str, str]) -> None:
+    url, token = local_api
+    assert len(token) >= 32
+
+    status, body, headers = post(local_api, "/api/whatsapp/messages/received", {}, token="guess")
+
+    assert status == 401
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_wrong_method_on_localhost_is_405_with_allow_post(local_api: tuple[str, str]) -> None:
+    status, body, headers = post(local_api, "/api/whatsapp/messages/received", {}, method="PATCH")
 
     assert status == 405
     assert headers["Allow"] == "POST"

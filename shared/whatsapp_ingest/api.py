@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,8 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from whatsapp_ingest.auth import CHALLENGE, Unauthorized, authenticate
+from whatsapp_ingest.config import auth_secrets
 from whatsapp_ingest.store import InvalidData, SessionNotFound, StoreUnavailable
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "whatsapp-ingest"))
@@ -168,28 +171,28 @@ def _storable(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def read_body(event: dict[str, Any]) -> dict[str, Any]:
-    """The request's JSON object, or Rejected with the status that says why not."""
-    method = event.get("requestContext", {}).get("http", {}).get("method", "")
-    if method != "POST":
-        raise Rejected(405, f"method {method} not allowed: use POST", {"Allow": "POST"})
-
-    raw: str | bytes = event.get("body") or ""
+def request_bytes(event: dict[str, Any]) -> bytes:
+    """The raw body as sent (API Gateway base64-encodes what is not text)."""
+    raw: str = event.get("body") or ""
     if event.get("isBase64Encoded") and raw:
         try:
-            raw = base64.b64decode(raw, validate=True)
+            data = base64.b64decode(raw, validate=True)
         except (binascii.Error, ValueError):
             raise Rejected(400, "malformed body: invalid base64") from None
-    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    else:
+        data = raw.encode("utf-8", "surrogatepass")
     if len(data) > MAX_BODY_BYTES:
         raise Rejected(413, f"body too large: the limit is {MAX_BODY_BYTES} bytes")
+    return data
 
-    content_type = (event.get("headers") or {}).get("content-type", "").split(";")[0].strip().lower()
-    if content_type and content_type != JSON and not content_type.endswith("+json"):
-        raise Rejected(415, f"unsupported content type {content_type[:100]}: send application/json")
+
+def parse_body(data: bytes, content_type: str) -> dict[str, Any]:
+    """The request's JSON object, storable as-is, or Rejected with the status that says why not."""
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type and media_type != JSON and not media_type.endswith("+json"):
+        raise Rejected(415, f"unsupported content type {media_type[:100]}: send application/json")
     if not data.strip():
         raise Rejected(400, "request body is empty: expected a JSON object")
-
     try:
         parsed = json.loads(data.decode("utf-8"), parse_float=_finite, parse_constant=_refuse_constant)
     except UnicodeDecodeError:
@@ -220,18 +223,27 @@ def entrypoint(app: APIGatewayHttpResolver, endpoint: str) -> Handler:
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_dimension(name="endpoint", value=endpoint)
         logger.append_keys(endpoint=endpoint)
+        headers = event.get("headers") or {}
         try:
-            body = read_body(event)
+            data = request_bytes(event)
+            try:
+                authenticate(headers, data, auth_secrets(), time.time())
+            except Unauthorized as exc:
+                raise Rejected(401, f"unauthorized: {exc}", {"WWW-Authenticate": CHALLENGE}) from None
+            method = event.get("requestContext", {}).get("http", {}).get("method", "")
+            if method != "POST":
+                raise Rejected(405, f"method {method} not allowed: use POST", {"Allow": "POST"})
+            body = parse_body(data, headers.get("content-type", ""))
             session_id = body.get("session_id")
             if isinstance(session_id, str):
                 logger.append_keys(session_id=session_id[:64])
             # Powertools parses the body again: hand it the storable JSON.
             clean = {**event, "body": json.dumps(body, ensure_ascii=False), "isBase64Encoded": False}
-            clean["headers"] = {**(event.get("headers") or {}), "content-type": JSON}
+            clean["headers"] = {**headers, "content-type": JSON}
             response: dict[str, Any] = app.resolve(clean, context)
         except Rejected as exc:
             response = _proxy(envelope(exc.status, exc.message, headers=exc.headers))
-        except Exception:  # a bug outside the resolver: still the envelope, never a trace
+        except Exception:  # a bug or a misconfiguration outside the resolver: still the envelope
             logger.exception("request failed")
             response = _proxy(envelope(500, "internal error"))
 
@@ -240,7 +252,14 @@ def entrypoint(app: APIGatewayHttpResolver, endpoint: str) -> Handler:
             record("failed")
         elif status >= 400:
             record("rejected")
-            logger.warning("request rejected", extra={"status": status, "reason": _message_of(response)})
+            logger.warning(
+                "request rejected",
+                extra={
+                    "status": status,
+                    "reason": _message_of(response),
+                    "source_ip": event.get("requestContext", {}).get("http", {}).get("sourceIp"),
+                },
+            )
         return response
 
     return handler

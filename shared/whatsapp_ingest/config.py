@@ -1,7 +1,11 @@
-"""The one place configuration is read from the environment.
+"""The one place configuration and secrets are read.
 
-Read once per container (the result is cached): a Lambda's environment does
-not change between invocations.
+Plain settings come from the environment, once per container. Secrets (API
+tokens, signing key, database credentials) come from AWS Secrets Manager when
+the environment names a secret ARN (deployed), else from environment variables
+(local runs): the same code path either way. Secrets are cached for
+SECRETS_MAX_AGE_SECONDS, so a rotation is picked up within that time without a
+redeploy.
 """
 
 from __future__ import annotations
@@ -9,22 +13,45 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 
 class ConfigError(RuntimeError):
-    """The environment does not say which database to use."""
+    """The environment or a secret does not say what the service needs."""
 
 
 @dataclass(frozen=True)
 class Settings:
     supabase_url: str | None
-    supabase_key: str | None
-    database_url: str | None
+    #: ARN of {"tokens": [...], "signing_key": "..."}; unset: API_TOKENS / SIGNING_KEY.
+    auth_secret_arn: str | None
+    #: ARN of {"supabase_service_role_key": "..."} or {"database_url": "..."};
+    #: unset: SUPABASE_SERVICE_ROLE_KEY / DATABASE_URL.
+    database_secret_arn: str | None
+    secrets_max_age_seconds: int
     #: Connect and read timeout of every database call, below the Lambda timeout.
     db_timeout_seconds: float
     #: HTTP keep-alive of the Supabase client. Longer than httpx's 5 s default so a
     #: warm container reuses its TLS connection across the gaps between requests.
     http_keepalive_seconds: float
+
+
+@dataclass(frozen=True)
+class AuthSecrets:
+    tokens: tuple[str, ...]
+    signing_key: str | None
+
+    def __repr__(self) -> str:  # never print a secret by accident
+        return f"AuthSecrets(tokens=<{len(self.tokens)}>, signing_key={'<set>' if self.signing_key else None})"
+
+
+@dataclass(frozen=True)
+class DatabaseSecrets:
+    supabase_key: str | None
+    database_url: str | None
+
+    def __repr__(self) -> str:
+        return "DatabaseSecrets(<redacted>)"
 
 
 def _optional(name: str) -> str | None:
@@ -37,8 +64,43 @@ def settings() -> Settings:
     """Settings of this container; `settings.cache_clear()` re-reads them (tests)."""
     return Settings(
         supabase_url=_optional("SUPABASE_URL"),
-        supabase_key=_optional("SUPABASE_SERVICE_ROLE_KEY"),
-        database_url=_optional("DATABASE_URL"),
+        auth_secret_arn=_optional("AUTH_SECRET_ARN"),
+        database_secret_arn=_optional("DATABASE_SECRET_ARN"),
+        secrets_max_age_seconds=int(os.environ.get("SECRETS_MAX_AGE_SECONDS", "300")),
         db_timeout_seconds=float(os.environ.get("DB_TIMEOUT_SECONDS", "5")),
         http_keepalive_seconds=float(os.environ.get("HTTP_KEEPALIVE_SECONDS", "300")),
     )
+
+
+def _secret(arn: str) -> dict[str, Any]:
+    # Imported here: boto3 stays off the cold-start path until a secret is needed.
+    from aws_lambda_powertools.utilities import parameters
+
+    value = parameters.get_secret(arn, transform="json", max_age=settings().secrets_max_age_seconds)
+    if not isinstance(value, dict):
+        raise ConfigError("secret is not a JSON object")
+    return value
+
+
+def auth_secrets() -> AuthSecrets:
+    """The active API tokens (several during a rotation) and the optional signing key."""
+    arn = settings().auth_secret_arn
+    if arn:
+        secret = _secret(arn)
+        tokens = secret.get("tokens", [])
+        signing_key = secret.get("signing_key") or None
+    else:
+        tokens = (os.environ.get("API_TOKENS") or "").split(",")
+        signing_key = _optional("SIGNING_KEY")
+    active = tuple(t.strip() for t in tokens if isinstance(t, str) and t.strip())
+    if not active:
+        raise ConfigError("no API token configured: set AUTH_SECRET_ARN or API_TOKENS")
+    return AuthSecrets(active, signing_key)
+
+
+def database_secrets() -> DatabaseSecrets:
+    arn = settings().database_secret_arn
+    if arn:
+        secret = _secret(arn)
+        return DatabaseSecrets(secret.get("supabase_service_role_key"), secret.get("database_url"))
+    return DatabaseSecrets(_optional("SUPABASE_SERVICE_ROLE_KEY"), _optional("DATABASE_URL"))

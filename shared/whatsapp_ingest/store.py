@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import threading
 from abc import ABC, abstractmethod
-from functools import cache
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from whatsapp_ingest.config import ConfigError, Settings, settings
+from whatsapp_ingest.config import ConfigError, DatabaseSecrets, Settings, database_secrets, settings
 
 if TYPE_CHECKING:
     from whatsapp_ingest.models import MessageReceived, QrUpdate, StatusUpdate
@@ -206,20 +206,27 @@ def _error(kind: type[StoreError], session_id: UUID, cause: Exception) -> StoreE
     return kind(type(cause).__name__)
 
 
-@cache
 def get_store() -> Store:
-    """The store of this container, built once and reused across invocations."""
-    return build_store(settings())
+    """The store of this container, reused across invocations.
+
+    Rebuilt only when the database secret changes (a rotated key), which
+    database_secrets() notices within the secrets' max age.
+    """
+    return shared_store(settings(), database_secrets())
 
 
-def build_store(config: Settings) -> Store:
+def build_store(config: Settings, secrets: DatabaseSecrets) -> Store:
     """Supabase when SUPABASE_URL is set, else direct Postgres from DATABASE_URL."""
     if config.supabase_url:
-        if not config.supabase_key:
-            raise ConfigError("SUPABASE_URL is set but SUPABASE_SERVICE_ROLE_KEY is not")
+        if not secrets.supabase_key:
+            raise ConfigError("SUPABASE_URL is set but the Supabase service role key is not")
         return SupabaseStore(
-            config.supabase_url, config.supabase_key, config.db_timeout_seconds, config.http_keepalive_seconds
+            config.supabase_url, secrets.supabase_key, config.db_timeout_seconds, config.http_keepalive_seconds
         )
-    if config.database_url:
-        return PostgresStore(config.database_url, config.db_timeout_seconds)
-    raise ConfigError("set SUPABASE_URL (with SUPABASE_SERVICE_ROLE_KEY) or DATABASE_URL")
+    if secrets.database_url:
+        return PostgresStore(secrets.database_url, config.db_timeout_seconds)
+    raise ConfigError("set SUPABASE_URL (with the service role key) or DATABASE_URL")
+
+
+#: One store per container (tests clear it to act as a fresh container).
+shared_store = lru_cache(maxsize=1)(build_store)
