@@ -5,7 +5,9 @@ handlers loaded from template.yaml, and both data-access implementations.
 from __future__ import annotations
 
 import copy
+import io
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -160,6 +162,20 @@ def call_handler(handlers: dict[str, gateway.Handler], event: dict[str, Any]) ->
 
 
 Invoke = Callable[..., Result]
+Lines = Callable[[], list[dict[str, Any]]]
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Lines]:
+    """The service's log lines, formatted exactly as in Lambda."""
+    from whatsapp_ingest.api import logger
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    logger.addHandler(handler)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    logger.removeHandler(handler)
 
 
 @pytest.fixture

@@ -3,29 +3,11 @@ EMF metric for each outcome."""
 
 from __future__ import annotations
 
-import io
 import json
-import logging
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import SESSION_ID, Invoke, call_handler, event_body, load_event, use_backend
-
-from whatsapp_ingest.api import logger
-
-Lines = Callable[[], list[dict[str, Any]]]
-
-
-@pytest.fixture
-def log_lines() -> Iterator[Lines]:
-    """The service's log lines, formatted exactly as in Lambda."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logger.registered_formatter)
-    logger.addHandler(handler)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    logger.removeHandler(handler)
+from conftest import SESSION_ID, Invoke, Lines, call_handler, event_body, load_event, use_backend
 
 
 def metrics_in(stdout: str) -> list[str]:

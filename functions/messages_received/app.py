@@ -1,6 +1,6 @@
 """POST /api/whatsapp/messages/received: store one message of any session."""
 
-from whatsapp_ingest.api import Reply, create_app, entrypoint, logger, ok, record
+from whatsapp_ingest.api import Reply, create_app, entrypoint, logger, masked, ok, record
 from whatsapp_ingest.models import MessageReceived
 from whatsapp_ingest.store import get_store
 
@@ -11,6 +11,7 @@ app = create_app()
 def messages_received(body: MessageReceived) -> Reply:
     result = get_store().ingest_message(body)
     duplicate = result["duplicate"]
+    outbound = result["message"]["direction"] == "outbound"
     record("duplicate" if duplicate else "stored")
     logger.info(
         "message already stored" if duplicate else "message stored",
@@ -18,6 +19,7 @@ def messages_received(body: MessageReceived) -> Reply:
             "message_id": body.message_id,
             "message_type": body.message.type,
             "direction": result["message"]["direction"],
+            "peer": masked(body.to if outbound else body.from_),
             "contact_id": result["contact_id"],
             "chat_id": result["chat_id"],
         },

@@ -69,6 +69,13 @@ def ok(message: str, data: Any) -> Reply:
     return envelope(200, message, data)
 
 
+def masked(wa_id: str) -> str:
+    """A WhatsApp id fit for logs: '5215512345678' -> '52155****5678' (ids are personal data)."""
+    user, at, server = wa_id.partition("@")
+    shown = f"{user[:5]}****{user[-4:]}" if len(user) > 9 else "****"
+    return f"{shown}{at}{server}"
+
+
 def record(outcome: str) -> None:
     """Count one outcome (stored, duplicate, rejected, failed) as an EMF metric."""
     metrics.add_metric(name=outcome, unit=MetricUnit.Count, value=1)

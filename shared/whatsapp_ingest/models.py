@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -105,13 +105,25 @@ Timestamp = Annotated[
 # Bodies
 # ---------------------------------------------------------------------------
 
+class _Private(BaseModel):
+    """Bodies carry personal data (numbers, texts, captions). Their repr shows only
+    the fields named in _shown, so no debug line or traceback can leak the rest."""
+
+    _shown: ClassVar[tuple[str, ...]] = ()
+
+    def __repr_args__(self) -> Any:
+        return [(name, getattr(self, name)) for name in self._shown]
+
+
 SessionStatus = Literal["connected", "disconnected", "expired", "pending"]
 MessageType = Literal["text", "image", "video", "audio", "document", "location", "contact", "sticker"]
 MEDIA_TYPES: frozenset[str] = frozenset({"image", "video", "audio", "document", "sticker"})
 
 
-class StatusUpdate(BaseModel):
+class StatusUpdate(_Private):
     """A session changed state. Absent fields are left as stored."""
+
+    _shown = ("session_id", "status")
 
     session_id: UUID
     status: SessionStatus
@@ -152,7 +164,7 @@ class StatusUpdate(BaseModel):
         return changes
 
 
-class _Open(BaseModel):
+class _Open(_Private):
     # Gateways add fields of their own (ptt, sha256, vcard...): kept, and stored in content.
     model_config = ConfigDict(extra="allow")
 
@@ -186,6 +198,8 @@ class ContactCard(_Open):
 class Message(_Open):
     """One WhatsApp message: `type` says which of the other fields carries it."""
 
+    _shown = ("type",)
+
     type: MessageType
     text: str | None = None
     image: Media | None = None
@@ -214,8 +228,10 @@ class Message(_Open):
         return None
 
 
-class MessageReceived(BaseModel):
+class MessageReceived(_Private):
     """A message seen by a session, inbound or typed on the linked phone."""
+
+    _shown = ("session_id", "message_id", "message")
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -245,8 +261,10 @@ class MessageReceived(BaseModel):
         return self._raw_message
 
 
-class QrUpdate(BaseModel):
+class QrUpdate(_Private):
     """A new QR code must be scanned to link the session."""
+
+    _shown = ("session_id", "timestamp")
 
     session_id: UUID
     qr_code: str = Field(min_length=1)
