@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -327,3 +328,17 @@ def test_responses_to_hostile_input_hold_no_trace_sql_key_or_hostname(
     for leak in ("Traceback", "select ", "insert ", "psycopg", "postgrest", "SQLSTATE", SERVICE_KEY,
                  SAMPLE_TOKEN, database_url, "127.0.0.1", "/tmp/", ".py"):
         assert leak not in text, (leak, text)
+
+
+def test_readme_signing_recipe_computes_the_signature_the_service_checks() -> None:
+    readme = (REPO / "README.md").read_text()
+    recipe = next(line for line in readme.splitlines() if line.startswith("SIG=$("))
+    body = '{"session_id":"3f8a2b1c-5d4e-4f6a-9b7c-1d2e3f4a5b6c","status":"connected","name":"José 😀"}'
+    script = f"BODY='{body}'\nTS=1795841018\n{recipe}\nprintf %s \"$SIG\""
+
+    result = subprocess.run(
+        ["bash", "-c", script], env={"SIGNING_KEY": SIGNING_KEY, "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, check=True,
+    )
+
+    assert "sha256=" + result.stdout == sign(SIGNING_KEY, "1795841018", body.encode())
