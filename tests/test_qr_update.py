@@ -51,3 +51,15 @@ def test_qr_for_an_unknown_session_is_404(invoke: Invoke, db: Any) -> None:
 
     assert result.status == 404
     assert result.body["success"] is False
+
+
+def test_late_qr_older_than_the_stored_state_is_stale(invoke: Invoke, db: Any) -> None:
+    connected = {"session_id": SESSION_ID, "status": "connected", "timestamp": "2026-11-28T04:50:00Z"}
+    invoke("status_update/valid", body=connected)
+
+    result = invoke("qr_update/valid")  # generated 04:42, delivered late
+
+    assert result.status == 200
+    assert result.body["message"].startswith("stale")
+    stored = db.execute("select status, qr_code from public.whatsapp_sessions").fetchone()
+    assert stored == {"status": "connected", "qr_code": None}

@@ -97,3 +97,35 @@ def test_status_update_for_an_unknown_session_is_404(invoke: Invoke, db: Any) ->
     assert result.status == 404
     assert result.body["success"] is False
     assert "not found" in result.body["message"]
+
+
+def test_update_older_than_the_stored_state_is_stale_and_changes_nothing(invoke: Invoke, db: Any) -> None:
+    newer = {"session_id": SESSION_ID, "status": "connected", "timestamp": "2026-11-28T05:00:00Z", "server_port": 1}
+    older = {"session_id": SESSION_ID, "status": "disconnected", "timestamp": "2026-11-28T04:59:59Z", "server_port": 2}
+    invoke("status_update/valid", body=newer)
+    before = session(db)
+
+    result = invoke("status_update/valid", body=older)
+
+    assert result.status == 200
+    assert result.body["data"]["stale"] is True
+    assert result.body["message"].startswith("stale")
+    assert result.body["data"]["status"] == "connected"
+    assert session(db) == before
+
+
+def test_last_seen_orders_updates_when_no_timestamp_is_sent(invoke: Invoke, db: Any) -> None:
+    invoke("status_update/valid", body={"session_id": SESSION_ID, "status": "connected", "last_seen": 1795841000})
+    result = invoke("status_update/valid", body={"session_id": SESSION_ID, "status": "expired", "last_seen": 1795840000})
+
+    assert result.body["data"]["stale"] is True
+    assert session(db)["status"] == "connected"
+
+
+def test_newer_or_untimed_updates_apply_last_write_wins(invoke: Invoke, db: Any) -> None:
+    invoke("status_update/valid", body={"session_id": SESSION_ID, "status": "connected", "timestamp": 1795841000})
+    newer = invoke("status_update/valid", body={"session_id": SESSION_ID, "status": "expired", "timestamp": 1795841001})
+    untimed = invoke("status_update/valid", body={"session_id": SESSION_ID, "status": "disconnected"})
+
+    assert newer.body["data"]["stale"] is False and untimed.body["data"]["stale"] is False
+    assert session(db)["status"] == "disconnected"

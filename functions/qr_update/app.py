@@ -10,10 +10,11 @@ app = create_app()
 @app.post("/api/whatsapp/sessions/qr-update")
 def qr_update(body: QrUpdate) -> Reply:
     session = get_store().store_qr(body)
-    record("stored")
-    logger.info("qr code stored", extra={"qr_generated_at": body.timestamp.isoformat()})
+    stale = session["stale"]
+    record("stale" if stale else "stored")
+    logger.info("stale qr code ignored" if stale else "qr code stored", extra={"qr_generated_at": body.timestamp.isoformat()})
     return ok(
-        "qr code stored",
+        "stale qr code ignored: a newer state is stored" if stale else "qr code stored",
         {
             "session": session,
             "qr_code": body.qr_code,

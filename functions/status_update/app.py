@@ -10,6 +10,10 @@ app = create_app()
 @app.post("/api/whatsapp/sessions/status-update")
 def status_update(body: StatusUpdate) -> Reply:
     session = get_store().update_session_status(body)
+    if session["stale"]:
+        record("stale")
+        logger.info("stale status update ignored", extra={"status": body.status})
+        return ok("stale status update ignored: a newer state is stored", session)
     record("stored")
     logger.info("session status updated", extra={"status": body.status, "fields": sorted(body.changes())})
     return ok("session status updated", session)

@@ -127,6 +127,9 @@ class StatusUpdate(_Private):
 
     session_id: UUID
     status: SessionStatus
+    #: When the orchestrator saw the change (an addition to the contract): orders
+    #: updates that arrive out of order. Without it, last_seen is used.
+    timestamp: Timestamp | None = None
     last_seen: Timestamp | None = None
     phone_number: str | None = Field(default=None, max_length=64)
     whatsapp_user_id: str | None = Field(default=None, max_length=256)
@@ -140,6 +143,11 @@ class StatusUpdate(_Private):
         if value is not None:
             canonical_wa_id(value)
         return value
+
+    @property
+    def event_time(self) -> datetime | None:
+        """An update older than the stored state is stale; None: last write wins."""
+        return self.timestamp or self.last_seen
 
     def changes(self) -> dict[str, Any]:
         """The optional fields to write: those sent, plus the session's own canonical id.

@@ -60,15 +60,20 @@ class Store(ABC):
     """The three operations of the service. Subclasses only know how to call a function."""
 
     def update_session_status(self, update: StatusUpdate) -> dict[str, Any]:
-        """Set the status and the optional fields sent; returns the session row."""
+        """Set the status and the optional fields sent; returns the session row and `stale`."""
         return self._call(
             "whatsapp_update_session_status",
-            {"p_session_id": str(update.session_id), "p_status": update.status, "p_changes": update.changes()},
+            {
+                "p_session_id": str(update.session_id),
+                "p_status": update.status,
+                "p_changes": update.changes(),
+                "p_event_at": update.event_time.isoformat() if update.event_time else None,
+            },
             update.session_id,
         )
 
     def store_qr(self, qr: QrUpdate) -> dict[str, Any]:
-        """Keep the QR on the session and set it pending; returns the session row."""
+        """Keep the QR on the session and set it pending; returns the session row and `stale`."""
         return self._call(
             "whatsapp_store_qr",
             {

@@ -28,6 +28,9 @@ create table public.whatsapp_sessions (
     qr_code          text,
     qr_url           text,
     qr_generated_at  timestamptz,
+    -- Orchestrator's time of the state last applied (status-update timestamp
+    -- or last_seen, or a QR's timestamp): older events arriving late are stale.
+    status_event_at  timestamptz,
     created_at       timestamptz not null default now(),
     updated_at       timestamptz not null default now()
 );
@@ -109,7 +112,10 @@ create trigger chats_updated_at before update on public.chats
 --                            orchestrator sent: last_seen, phone_number,
 --                            whatsapp_user_id, own_wa_id, auth_folder_path,
 --                            server_port (a JSON null clears server_port)
---   Returns:   the updated session row as jsonb
+--              p_event_at    when the orchestrator saw the change, or null
+--   Returns:   the session row as jsonb, plus "stale": true when p_event_at is
+--              older than the state already stored (then nothing is written;
+--              without an event time the last write wins)
 --   Errors:    PT404 when the session does not exist; 23514 / 22xxx when a
 --              value breaks a check (bad status, port out of range)
 -- ---------------------------------------------------------------------------
@@ -117,7 +123,8 @@ create trigger chats_updated_at before update on public.chats
 create function public.whatsapp_update_session_status(
     p_session_id uuid,
     p_status     text,
-    p_changes    jsonb default '{}'
+    p_changes    jsonb default '{}',
+    p_event_at   timestamptz default null
 ) returns jsonb
 language plpgsql
 set search_path = ''
@@ -125,8 +132,20 @@ as $$
 declare
     v_session public.whatsapp_sessions;
 begin
+    -- The row lock orders concurrent updates of one session.
+    select * into v_session from public.whatsapp_sessions s where s.id = p_session_id for update;
+
+    if not found then
+        raise exception 'session % not found', p_session_id using errcode = 'PT404';
+    end if;
+
+    if p_event_at < v_session.status_event_at then
+        return to_jsonb(v_session) || '{"stale": true}';
+    end if;
+
     update public.whatsapp_sessions s
        set status           = p_status,
+           status_event_at  = coalesce(p_event_at, s.status_event_at),
            last_seen        = case when p_changes ? 'last_seen'
                                    then (p_changes ->> 'last_seen')::timestamptz
                                    else s.last_seen end,
@@ -149,11 +168,7 @@ begin
      where s.id = p_session_id
     returning s.* into v_session;
 
-    if not found then
-        raise exception 'session % not found', p_session_id using errcode = 'PT404';
-    end if;
-
-    return to_jsonb(v_session);
+    return to_jsonb(v_session) || '{"stale": false}';
 end;
 $$;
 
@@ -163,7 +178,9 @@ $$;
 --              p_qr_code       base64 image or raw QR text
 --              p_qr_url        optional URL of the QR image
 --              p_generated_at  when the orchestrator generated it
---   Returns:   the updated session row as jsonb (status pending, QR kept)
+--   Returns:   the session row as jsonb (status pending, QR kept), plus
+--              "stale": true when a newer state or QR is already stored (a
+--              late retry of an old QR): then nothing is written
 --   Errors:    PT404 when the session does not exist
 -- ---------------------------------------------------------------------------
 
@@ -179,19 +196,26 @@ as $$
 declare
     v_session public.whatsapp_sessions;
 begin
+    select * into v_session from public.whatsapp_sessions s where s.id = p_session_id for update;
+
+    if not found then
+        raise exception 'session % not found', p_session_id using errcode = 'PT404';
+    end if;
+
+    if p_generated_at < v_session.status_event_at then
+        return to_jsonb(v_session) || '{"stale": true}';
+    end if;
+
     update public.whatsapp_sessions s
        set status          = 'pending',
+           status_event_at = p_generated_at,
            qr_code         = p_qr_code,
            qr_url          = p_qr_url,
            qr_generated_at = p_generated_at
      where s.id = p_session_id
     returning s.* into v_session;
 
-    if not found then
-        raise exception 'session % not found', p_session_id using errcode = 'PT404';
-    end if;
-
-    return to_jsonb(v_session);
+    return to_jsonb(v_session) || '{"stale": false}';
 end;
 $$;
 
@@ -320,12 +344,12 @@ grant select, insert, update, delete
 
 revoke execute on function
     public.set_updated_at(),
-    public.whatsapp_update_session_status(uuid, text, jsonb),
+    public.whatsapp_update_session_status(uuid, text, jsonb, timestamptz),
     public.whatsapp_store_qr(uuid, text, text, timestamptz),
     public.whatsapp_ingest_message(uuid, text, text, text, text, text, jsonb, timestamptz)
     from public, anon, authenticated;
 grant execute on function
-    public.whatsapp_update_session_status(uuid, text, jsonb),
+    public.whatsapp_update_session_status(uuid, text, jsonb, timestamptz),
     public.whatsapp_store_qr(uuid, text, text, timestamptz),
     public.whatsapp_ingest_message(uuid, text, text, text, text, text, jsonb, timestamptz)
     to service_role;
