@@ -197,6 +197,10 @@ class PostgrestStandin:
         self._idle: list[psycopg.Connection] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        #: Test hooks: how many TCP connections were accepted, and how many of the
+        #: next requests to drop without an answer (a reset, as a flaky network).
+        self.connections = 0
+        self.drop_next = 0
 
     @property
     def url(self) -> str:
@@ -211,8 +215,18 @@ class PostgrestStandin:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, like PostgREST; every reply carries its length
 
+            def setup(self) -> None:
+                super().setup()
+                with standin._lock:
+                    standin.connections += 1
+
             def _serve(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with standin._lock:
+                    drop, standin.drop_next = standin.drop_next > 0, max(0, standin.drop_next - 1)
+                if drop:
+                    self.close_connection = True
+                    return
                 reply = standin.handle(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 self.send_response(reply.status, reply.reason)
                 for name, value in reply.headers.items():

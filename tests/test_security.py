@@ -245,14 +245,17 @@ def statements(resource: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def test_each_function_may_only_read_its_own_secrets_without_wildcards(template: dict[str, Any]) -> None:
-    functions = [r for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"]
-    assert len(functions) == 3
-    for function in functions:
-        (statement,) = statements(function)
-        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        assert actions == ["secretsmanager:GetSecretValue"]
-        assert statement["Resource"] == ["AuthSecretArn", "DatabaseSecretArn"]  # !Ref of exact ARNs
+def test_each_function_may_only_read_its_own_secrets_and_queue_without_wildcards(template: dict[str, Any]) -> None:
+    functions = {n: r for n, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+    assert len(functions) == 4
+    for name, function in functions.items():
+        granted = {
+            (statement["Action"], json.dumps(statement["Resource"])) for statement in statements(function)
+        }
+        expected = {("secretsmanager:GetSecretValue", json.dumps(["AuthSecretArn", "DatabaseSecretArn"]))}
+        if name != "ReplayFunction":  # the replay function reads the queue through its event source
+            expected.add(("sqs:SendMessage", json.dumps("RetryQueue.Arn")))
+        assert granted == expected, name
     for resource in template["Resources"].values():
         for statement in statements(resource) if "Policies" in resource.get("Properties", {}) else []:
             text = json.dumps([statement.get("Action"), statement.get("Resource")])

@@ -4,7 +4,7 @@ from whatsapp_ingest.api import Reply, create_app, entrypoint, logger, masked, o
 from whatsapp_ingest.models import MessageReceived
 from whatsapp_ingest.store import get_store
 
-app = create_app()
+app = create_app("messages_received")
 
 
 @app.post("/api/whatsapp/messages/received")
@@ -27,4 +27,4 @@ def messages_received(body: MessageReceived) -> Reply:
     return ok("message already stored" if duplicate else "message stored", result)
 
 
-lambda_handler = entrypoint(app, "messages_received")
+lambda_handler = entrypoint(app)

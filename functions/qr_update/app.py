@@ -4,7 +4,7 @@ from whatsapp_ingest.api import Reply, create_app, entrypoint, logger, ok, recor
 from whatsapp_ingest.models import QrUpdate
 from whatsapp_ingest.store import get_store
 
-app = create_app()
+app = create_app("qr_update")
 
 
 @app.post("/api/whatsapp/sessions/qr-update")
@@ -24,4 +24,4 @@ def qr_update(body: QrUpdate) -> Reply:
     )
 
 
-lambda_handler = entrypoint(app, "qr_update")
+lambda_handler = entrypoint(app)

@@ -4,7 +4,7 @@ from whatsapp_ingest.api import Reply, create_app, entrypoint, logger, ok, recor
 from whatsapp_ingest.models import StatusUpdate
 from whatsapp_ingest.store import get_store
 
-app = create_app()
+app = create_app("status_update")
 
 
 @app.post("/api/whatsapp/sessions/status-update")
@@ -19,4 +19,4 @@ def status_update(body: StatusUpdate) -> Reply:
     return ok("session status updated", session)
 
 
-lambda_handler = entrypoint(app, "status_update")
+lambda_handler = entrypoint(app)

@@ -28,6 +28,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from whatsapp_ingest.auth import CHALLENGE, Unauthorized, authenticate
 from whatsapp_ingest.config import auth_secrets
+from whatsapp_ingest.retry_queue import QueueUnavailable, defer
 from whatsapp_ingest.store import InvalidData, SessionNotFound, StoreUnavailable
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "whatsapp-ingest"))
@@ -77,7 +78,7 @@ def masked(wa_id: str) -> str:
 
 
 def record(outcome: str) -> None:
-    """Count one outcome (stored, duplicate, rejected, failed) as an EMF metric."""
+    """Count one outcome (stored, duplicate, stale, queued, rejected, failed) as an EMF metric."""
     metrics.add_metric(name=outcome, unit=MetricUnit.Count, value=1)
 
 
@@ -86,14 +87,22 @@ def record(outcome: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-def create_app() -> APIGatewayHttpResolver:
+class IngestApp(APIGatewayHttpResolver):
+    """The resolver of one endpoint (one function), which knows its name."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(
+            enable_validation=True,
+            # A response that breaks its own schema is our bug: 500, not the client's 400.
+            response_validation_error_http_code=500,
+            serializer=_serialize,
+        )
+        self.endpoint = endpoint
+
+
+def create_app(endpoint: str) -> IngestApp:
     """A resolver with validation on and every error mapped to the envelope."""
-    app = APIGatewayHttpResolver(
-        enable_validation=True,
-        # A response that breaks its own schema is our bug: 500, not the client's 400.
-        response_validation_error_http_code=500,
-        serializer=_serialize,
-    )
+    app = IngestApp(endpoint)
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response:
@@ -112,10 +121,18 @@ def create_app() -> APIGatewayHttpResolver:
 
     @app.exception_handler(StoreUnavailable)
     def _unavailable(exc: StoreUnavailable) -> Response:
-        logger.error("database unavailable", exc_info=exc)
-        return envelope(
-            503, "database unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
-        )
+        # Storage-first: keep the validated request rather than make the
+        # orchestrator retry (some never do).
+        logger.warning("database unavailable: queueing the request", exc_info=exc)
+        try:
+            defer(app.endpoint, app.current_event.json_body, app.current_event.request_context.request_id)
+        except QueueUnavailable:
+            logger.exception("retry queue unavailable too")
+            return envelope(
+                503, "database unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+            )
+        record("queued")
+        return envelope(202, "accepted, queued for retry")
 
     @app.exception_handler(Exception)
     def _failed(exc: Exception) -> Response:
@@ -222,8 +239,9 @@ def parse_body(data: bytes, content_type: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
-def entrypoint(app: APIGatewayHttpResolver, endpoint: str) -> Handler:
+def entrypoint(app: IngestApp) -> Handler:
     """The Lambda handler of one function: intake, routing, logging and metrics around `app`."""
+    endpoint = app.endpoint
 
     @metrics.log_metrics
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)

@@ -28,6 +28,8 @@ class Settings:
     #: ARN of {"supabase_service_role_key": "..."} or {"database_url": "..."};
     #: unset: SUPABASE_SERVICE_ROLE_KEY / DATABASE_URL.
     database_secret_arn: str | None
+    #: SQS queue that keeps requests the database could not take (storage-first).
+    retry_queue_url: str | None
     secrets_max_age_seconds: int
     #: Connect and read timeout of every database call, below the Lambda timeout.
     db_timeout_seconds: float
@@ -66,6 +68,7 @@ def settings() -> Settings:
         supabase_url=_optional("SUPABASE_URL"),
         auth_secret_arn=_optional("AUTH_SECRET_ARN"),
         database_secret_arn=_optional("DATABASE_SECRET_ARN"),
+        retry_queue_url=_optional("RETRY_QUEUE_URL"),
         secrets_max_age_seconds=int(os.environ.get("SECRETS_MAX_AGE_SECONDS", "300")),
         db_timeout_seconds=float(os.environ.get("DB_TIMEOUT_SECONDS", "5")),
         http_keepalive_seconds=float(os.environ.get("HTTP_KEEPALIVE_SECONDS", "300")),

@@ -9,7 +9,9 @@ PostgREST RPC through supabase-py (production default) or psycopg directly
 from __future__ import annotations
 
 import json
+import random
 import threading
+import time
 from abc import ABC, abstractmethod
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -171,37 +173,51 @@ _UNAVAILABLE_CODES = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGRST003", 
 
 
 class SupabaseStore(Store):
-    """supabase-py RPC (PostgREST) with one keep-alive HTTP client per container."""
+    """supabase-py RPC (PostgREST) with one keep-alive HTTP client per container.
+
+    Transport errors and PostgREST's "database unreachable" answers are retried
+    (the three functions are idempotent): at most RETRIES more times, with full
+    jitter, and never starting an attempt after one timeout's worth of time has
+    passed, so a call ends within about twice the timeout, below the Lambda's.
+    """
+
+    RETRIES = 2
+    BACKOFF_SECONDS = 0.1
 
     def __init__(self, url: str, key: str, timeout_seconds: float, keepalive_seconds: float) -> None:
         import httpx
         from supabase import ClientOptions, create_client
 
+        self._timeout = timeout_seconds
+        timeout = httpx.Timeout(timeout_seconds, connect=min(2.0, timeout_seconds))
         http = httpx.Client(
-            timeout=httpx.Timeout(timeout_seconds),
+            timeout=timeout,
             limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=keepalive_seconds),
-            http2=False,
         )
-        self._client = create_client(
-            url,
-            key,
-            options=ClientOptions(httpx_client=http, postgrest_client_timeout=timeout_seconds),
-        )
+        self._client = create_client(url, key, options=ClientOptions(httpx_client=http, postgrest_client_timeout=timeout))
 
     def _call(self, function: str, args: dict[str, Any], session_id: UUID) -> dict[str, Any]:
         import httpx
         from postgrest.exceptions import APIError
 
-        try:
-            return self._client.rpc(function, args).execute().data  # type: ignore[no-any-return]
-        except httpx.TransportError as exc:  # refused, reset, timed out
-            raise StoreUnavailable(f"{function}: {type(exc).__name__}") from exc
-        except APIError as exc:
-            code = exc.code or ""
-            # PGRST000-003: PostgREST cannot reach the database or its pool; a bare
-            # 502-504 is a gateway in front of it (postgrest-py puts the status in code).
-            error = StoreUnavailable if code in _UNAVAILABLE_CODES else None
-            raise _error(error or _classify(code), session_id, exc) from exc
+        started = time.monotonic()
+        for attempt in range(self.RETRIES + 1):
+            try:
+                return self._client.rpc(function, args).execute().data  # type: ignore[no-any-return]
+            except httpx.TransportError as exc:  # refused, reset, timed out
+                failure: Exception = exc
+            except APIError as exc:
+                code = exc.code or ""
+                # PGRST000-003: PostgREST cannot reach the database or its pool; a bare
+                # 502-504 is a gateway in front of it (postgrest-py puts the status in code).
+                kind = StoreUnavailable if code in _UNAVAILABLE_CODES else _classify(code)
+                if kind is not StoreUnavailable:
+                    raise _error(kind, session_id, exc) from exc
+                failure = exc
+            if attempt == self.RETRIES or time.monotonic() - started > self._timeout:
+                break
+            time.sleep(random.uniform(0, self.BACKOFF_SECONDS * 2**attempt))
+        raise StoreUnavailable(f"{function}: {type(failure).__name__}") from failure
 
 
 def _error(kind: type[StoreError], session_id: UUID, cause: Exception) -> StoreError:

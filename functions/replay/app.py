@@ -1,0 +1,35 @@
+"""SQS consumer: applies the requests queued while the database was unavailable.
+
+Each record is applied on its own; failures are reported per record (partial
+batch response), so SQS retries only those, and moves a record to the
+dead-letter queue after the queue's maxReceiveCount.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from whatsapp_ingest.api import logger, metrics, record
+from whatsapp_ingest.retry_queue import replay
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def apply(queued: SQSRecord) -> None:
+    result = replay(queued.body)
+    outcome = "duplicate" if result.get("duplicate") else "stale" if result.get("stale") else "stored"
+    record(outcome)
+    logger.info("queued request applied", extra={"outcome": outcome, "sqs_message_id": queued.message_id})
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    metrics.add_dimension(name="endpoint", value="replay")
+    response: dict[str, Any] = process_partial_response(
+        event=event, record_handler=apply, processor=processor, context=context
+    )
+    if response["batchItemFailures"]:
+        record("failed")
+    return response
