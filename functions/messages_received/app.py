@@ -1,6 +1,6 @@
 """POST /api/whatsapp/messages/received: store one message of any session."""
 
-from whatsapp_ingest.api import Reply, create_app, entrypoint, logger, masked, ok, record
+from whatsapp_ingest.api import Reply, count_outcome, create_app, entrypoint, logger, masked, ok
 from whatsapp_ingest.models import MessageReceived
 from whatsapp_ingest.store import get_store
 
@@ -12,7 +12,7 @@ def messages_received(body: MessageReceived) -> Reply:
     result = get_store().ingest_message(body)
     duplicate = result["duplicate"]
     outbound = result["message"]["direction"] == "outbound"
-    record("duplicate" if duplicate else "stored")
+    count_outcome("duplicate" if duplicate else "stored")
     logger.info(
         "message already stored" if duplicate else "message stored",
         extra={

@@ -1,6 +1,6 @@
 """POST /api/whatsapp/sessions/qr-update: a new QR code must be scanned."""
 
-from whatsapp_ingest.api import Reply, create_app, entrypoint, logger, ok, record
+from whatsapp_ingest.api import Reply, count_outcome, create_app, entrypoint, logger, ok
 from whatsapp_ingest.models import QrUpdate
 from whatsapp_ingest.store import get_store
 
@@ -11,7 +11,7 @@ app = create_app("qr_update")
 def qr_update(body: QrUpdate) -> Reply:
     session = get_store().store_qr(body)
     stale = session["stale"]
-    record("stale" if stale else "stored")
+    count_outcome("stale" if stale else "stored")
     logger.info("stale qr code ignored" if stale else "qr code stored", extra={"qr_generated_at": body.timestamp.isoformat()})
     return ok(
         "stale qr code ignored: a newer state is stored" if stale else "qr code stored",

@@ -10,17 +10,18 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from whatsapp_ingest.api import logger, metrics, record
+from whatsapp_ingest.api import count_outcome, logger, metrics
 from whatsapp_ingest.retry_queue import replay
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# A whole failed batch is reported record by record too, rather than raised.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-def apply(queued: SQSRecord) -> None:
-    result = replay(queued.body)
+def apply(record: SQSRecord) -> None:
+    result = replay(record.body)
     outcome = "duplicate" if result.get("duplicate") else "stale" if result.get("stale") else "stored"
-    record(outcome)
-    logger.info("queued request applied", extra={"outcome": outcome, "sqs_message_id": queued.message_id})
+    count_outcome(outcome)
+    logger.info("queued request applied", extra={"outcome": outcome, "sqs_message_id": record.message_id})
 
 
 @metrics.log_metrics
@@ -31,5 +32,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         event=event, record_handler=apply, processor=processor, context=context
     )
     if response["batchItemFailures"]:
-        record("failed")
+        count_outcome("failed")
     return response

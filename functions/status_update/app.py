@@ -1,6 +1,6 @@
 """POST /api/whatsapp/sessions/status-update: a session changed state."""
 
-from whatsapp_ingest.api import Reply, create_app, entrypoint, logger, ok, record
+from whatsapp_ingest.api import Reply, count_outcome, create_app, entrypoint, logger, ok
 from whatsapp_ingest.models import StatusUpdate
 from whatsapp_ingest.store import get_store
 
@@ -11,10 +11,10 @@ app = create_app("status_update")
 def status_update(body: StatusUpdate) -> Reply:
     session = get_store().update_session_status(body)
     if session["stale"]:
-        record("stale")
+        count_outcome("stale")
         logger.info("stale status update ignored", extra={"status": body.status})
         return ok("stale status update ignored: a newer state is stored", session)
-    record("stored")
+    count_outcome("stored")
     logger.info("session status updated", extra={"status": body.status, "fields": sorted(body.changes())})
     return ok("session status updated", session)
 

@@ -77,7 +77,7 @@ def masked(wa_id: str) -> str:
     return f"{shown}{at}{server}"
 
 
-def record(outcome: str) -> None:
+def count_outcome(outcome: str) -> None:
     """Count one outcome (stored, duplicate, stale, queued, rejected, failed) as an EMF metric."""
     metrics.add_metric(name=outcome, unit=MetricUnit.Count, value=1)
 
@@ -131,7 +131,7 @@ def create_app(endpoint: str) -> IngestApp:
             return envelope(
                 503, "database unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
             )
-        record("queued")
+        count_outcome("queued")
         return envelope(202, "accepted, queued for retry")
 
     @app.exception_handler(Exception)
@@ -274,9 +274,9 @@ def entrypoint(app: IngestApp) -> Handler:
 
         status = int(response["statusCode"])
         if status >= 500:
-            record("failed")
+            count_outcome("failed")
         elif status >= 400:
-            record("rejected")
+            count_outcome("rejected")
             logger.warning(
                 "request rejected",
                 extra={
