@@ -7,7 +7,7 @@ SAM    := PATH="$(abspath $(BIN)):$$PATH" SAM_CLI_TELEMETRY=0 $(BIN)/sam
 PORT   ?= 3000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test validate build ci clean
+.PHONY: help venv run test lint typecheck validate build ci clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,13 +26,21 @@ run: venv ## Serve the API on http://127.0.0.1:3000 with an embedded Postgres (m
 test: venv ## Run the test suite against a real embedded Postgres
 	$(BIN)/python -m pytest
 
+lint: venv ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv ## mypy (pydantic plugin) on the layer, the local tools and each function
+	$(BIN)/mypy shared local
+	for fn in functions/*/app.py; do $(BIN)/mypy $$fn || exit 1; done
+
 validate: venv ## sam validate --lint
 	$(SAM) validate --lint
 
 build: venv ## sam build (no Docker: the local Python 3.13 builds the arm64 layer)
 	$(SAM) build
 
-ci: test validate build ## What CI runs
+ci: lint typecheck test validate build ## What CI runs
 
 clean: ## Remove the venv, the local database and build output
 	rm -rf $(VENV) .local .aws-sam

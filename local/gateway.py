@@ -268,9 +268,7 @@ class LocalGateway(ThreadingHTTPServer):
         super().__init__(address, _RequestHandler)
 
 
-def make_server(
-    routes: list[Route], host: str = "127.0.0.1", port: int = 3000
-) -> ThreadingHTTPServer:
+def make_server(routes: list[Route], host: str = "127.0.0.1", port: int = 3000) -> ThreadingHTTPServer:
     """Bind without serving, so tests can use port 0 and drive serve_forever themselves."""
     return LocalGateway((host, port), routes)
 

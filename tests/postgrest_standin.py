@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import difflib
 import json
 import threading
@@ -30,11 +31,35 @@ _JSON = "application/json; charset=utf-8"
 # Checked in this order, so exact codes come before their class. Source: the "HTTP Status Codes" table
 # in docs references/errors.rst, plus the 57P01 case from Error.hs mapSQLtoHTTP. Anything else → 400.
 _STATUS_BY_SQLSTATE: tuple[tuple[str, int], ...] = (
-    ("08", 503), ("09", 500), ("0L", 403), ("0P", 403), ("23503", 409), ("23505", 409),
-    ("25006", 405), ("25", 500), ("28", 403), ("2D", 500), ("38", 500), ("39", 500), ("3B", 500),
-    ("40", 500), ("53400", 500), ("53", 503), ("54", 500), ("55", 500), ("57P01", 503), ("57", 500),
-    ("58", 500), ("F0", 500), ("HV", 500), ("P0001", 400), ("P0", 500), ("XX", 500),
-    ("42883", 404), ("42P01", 404), ("42P17", 500),
+    ("08", 503),
+    ("09", 500),
+    ("0L", 403),
+    ("0P", 403),
+    ("23503", 409),
+    ("23505", 409),
+    ("25006", 405),
+    ("25", 500),
+    ("28", 403),
+    ("2D", 500),
+    ("38", 500),
+    ("39", 500),
+    ("3B", 500),
+    ("40", 500),
+    ("53400", 500),
+    ("53", 503),
+    ("54", 500),
+    ("55", 500),
+    ("57P01", 503),
+    ("57", 500),
+    ("58", 500),
+    ("F0", 500),
+    ("HV", 500),
+    ("P0001", 400),
+    ("P0", 500),
+    ("XX", 500),
+    ("42883", 404),
+    ("42P01", 404),
+    ("42P17", 500),
 )
 
 
@@ -61,12 +86,23 @@ class Reply:
     reason: str | None = None
 
 
-def _error(status: int, code: str, message: str, details: Any = None, hint: Any = None,
-           headers: dict[str, str] | None = None, reason: str | None = None) -> Reply:
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    hint: Any = None,
+    headers: dict[str, str] | None = None,
+    reason: str | None = None,
+) -> Reply:
     """Build an error like PostgREST's: a JSON body with these four keys and a Proxy-Status header."""
     body = json.dumps({"code": code, "details": details, "hint": hint, "message": message})
-    return Reply(status, {"Content-Type": _JSON, "Proxy-Status": f"PostgREST; error={code}", **(headers or {})},
-                 body.encode(), reason)
+    return Reply(
+        status,
+        {"Content-Type": _JSON, "Proxy-Status": f"PostgREST; error={code}", **(headers or {})},
+        body.encode(),
+        reason,
+    )
 
 
 def _json_object(text: str | None, required: dict[str, type]) -> dict[str, Any] | None:
@@ -84,15 +120,30 @@ def _raise_pgrst(message: str, detail: str | None) -> Reply:
     msg = _json_object(message, {"code": str, "message": str})
     det = _json_object(detail, {"status": int, "headers": dict})
     if msg is None or det is None:  # PGRST121, worded as Error.hs pgrstParseErrorDetails/Hint
-        why = (f"Invalid JSON value for MESSAGE: '{message}'" if msg is None else
-               "DETAIL is missing in the RAISE statement" if detail is None else
-               f"Invalid JSON value for DETAIL: '{detail}'")
-        hint = ("MESSAGE must be a JSON object with obligatory keys: 'code', 'message' and optional keys: 'details', "
-                "'hint'." if msg is None else "DETAIL must be a JSON object with obligatory keys: 'status', 'headers' "
-                "and optional key: 'status_text'.")
+        why = (
+            f"Invalid JSON value for MESSAGE: '{message}'"
+            if msg is None
+            else "DETAIL is missing in the RAISE statement"
+            if detail is None
+            else f"Invalid JSON value for DETAIL: '{detail}'"
+        )
+        hint = (
+            "MESSAGE must be a JSON object with obligatory keys: 'code', 'message' and optional keys: 'details', "
+            "'hint'."
+            if msg is None
+            else "DETAIL must be a JSON object with obligatory keys: 'status', 'headers' "
+            "and optional key: 'status_text'."
+        )
         return _error(500, "PGRST121", "Could not parse JSON in the \"RAISE SQLSTATE 'PGRST'\" error", why, hint)
-    return _error(det["status"], msg["code"], msg["message"], msg.get("details"), msg.get("hint"),
-                  {str(k): str(v) for k, v in det["headers"].items()}, det.get("status_text"))
+    return _error(
+        det["status"],
+        msg["code"],
+        msg["message"],
+        msg.get("details"),
+        msg.get("hint"),
+        {str(k): str(v) for k, v in det["headers"].items()},
+        det.get("status_text"),
+    )
 
 
 @dataclass(frozen=True)
@@ -138,8 +189,11 @@ def _load_functions(conn: psycopg.Connection) -> list[_Function]:
     rows = conn.execute(_FUNCTIONS_SQL, (SCHEMA,)).fetchall()
     for name, read_only, setof, void, composite, names, modes, n_defaults, types in rows:
         modes = modes or ["i"] * len(types)  # no modes recorded: all parameters are IN
-        inputs = [(names[i] if i < len(names) else "", t, modes[i] == "v")
-                  for i, t in enumerate(types) if modes[i] in ("i", "b", "v")]
+        inputs = [
+            (names[i] if i < len(names) else "", t, modes[i] == "v")
+            for i, t in enumerate(types)
+            if modes[i] in ("i", "b", "v")
+        ]
         params = tuple(_Param(n, t, i < len(inputs) - n_defaults, v) for i, (n, t, v) in enumerate(inputs))
         functions.append(_Function(name, params, read_only, setof, void, composite))
     return functions
@@ -148,7 +202,7 @@ def _load_functions(conn: psycopg.Connection) -> list[_Function]:
 def _no_function(name: str, keys: list[str], functions: list[_Function]) -> Reply:
     """Build PGRST202 with the message, details and fuzzy hint PostgREST gives (Error.hs ``NoRpc``)."""
     listed = f"({', '.join(keys)})" if keys else " without parameters"
-    searched = (f" with parameter{'s' if len(keys) > 1 else ''} {', '.join(keys)}" if keys else " without parameters")
+    searched = f" with parameter{'s' if len(keys) > 1 else ''} {', '.join(keys)}" if keys else " without parameters"
     overloads = [f for f in functions if f.name == name]
     if overloads:
         lists = {"(" + ", ".join(sorted(p.name for p in f.params)) + ")" for f in overloads}
@@ -157,9 +211,14 @@ def _no_function(name: str, keys: list[str], functions: list[_Function]) -> Repl
     else:
         best = difflib.get_close_matches(name, {f.name for f in functions}, 1, 0.75)
         hint = f"Perhaps you meant to call the function {SCHEMA}.{best[0]}" if best else None
-    return _error(404, "PGRST202", f"Could not find the function {SCHEMA}.{name}{listed} in the schema cache",
-                  f"Searched for the function {SCHEMA}.{name}{searched} or with a single unnamed json/jsonb "
-                  "parameter, but no matches were found in the schema cache.", hint)
+    return _error(
+        404,
+        "PGRST202",
+        f"Could not find the function {SCHEMA}.{name}{listed} in the schema cache",
+        f"Searched for the function {SCHEMA}.{name}{searched} or with a single unnamed json/jsonb "
+        "parameter, but no matches were found in the schema cache.",
+        hint,
+    )
 
 
 def _call_sql(fn: _Function, keys: set[str], whole_body: bool) -> sql.Composed:
@@ -171,8 +230,12 @@ def _call_sql(fn: _Function, keys: set[str], whole_body: bool) -> sql.Composed:
     elif used:
         columns = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(p.name), sql.SQL(p.type)) for p in used)
         source = sql.SQL("json_to_record(%s::json) AS pgrst_body({}), LATERAL ").format(columns)
-        args = sql.SQL(", ").join(sql.SQL("{}{} := pgrst_body.{}").format(
-            sql.SQL("VARIADIC " if p.variadic else ""), sql.Identifier(p.name), sql.Identifier(p.name)) for p in used)
+        args = sql.SQL(", ").join(
+            sql.SQL("{}{} := pgrst_body.{}").format(
+                sql.SQL("VARIADIC " if p.variadic else ""), sql.Identifier(p.name), sql.Identifier(p.name)
+            )
+            for p in used
+        )
     else:
         source, args = sql.SQL(""), sql.SQL("")
     if fn.returns_composite:
@@ -239,7 +302,7 @@ class PostgrestStandin:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output clean
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -266,10 +329,14 @@ class PostgrestStandin:
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
         """Answer one request, checking in the order Supabase does: gateway key, JWT, schema, route, body, call."""
         if headers.get("apikey") != self.jwt_secret_key:  # Supabase's gateway, in front of PostgREST
-            gateway = ({"message": "No API key found in request",
-                        "hint": "No `apikey` request header or url param was found."} if "apikey" not in headers else
-                       {"message": "Invalid API key",
-                        "hint": "Double check your Supabase `anon` or `service_role` API key."})
+            gateway = (
+                {"message": "No API key found in request", "hint": "No `apikey` request header or url param was found."}
+                if "apikey" not in headers
+                else {
+                    "message": "Invalid API key",
+                    "hint": "Double check your Supabase `anon` or `service_role` API key.",
+                }
+            )
             return Reply(401, {"Content-Type": _JSON}, json.dumps(gateway).encode())
         scheme, _, token = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer":
@@ -277,15 +344,21 @@ class PostgrestStandin:
         token = token.strip()
         if token != self.jwt_secret_key:
             parts = len(token.split("."))
-            why = ("Empty JWT is sent in Authorization header" if not token else
-                   f"Expected 3 parts in JWT; got {parts}" if parts != 3 else "JWT cryptographic operation failed")
+            why = (
+                "Empty JWT is sent in Authorization header"
+                if not token
+                else f"Expected 3 parts in JWT; got {parts}"
+                if parts != 3
+                else "JWT cryptographic operation failed"
+            )
             challenge = f'Bearer error="invalid_token", error_description={json.dumps(why)}'
             return _error(401, "PGRST301", why, headers={"WWW-Authenticate": challenge})
         url = urlsplit(target)
         schema = headers.get("content-profile" if method not in ("GET", "HEAD") else "accept-profile", SCHEMA)
         if schema != SCHEMA:
-            return _error(406, "PGRST106", f"Invalid schema: {schema}",
-                          hint=f"Only the following schemas are exposed: {SCHEMA}")
+            return _error(
+                406, "PGRST106", f"Invalid schema: {schema}", hint=f"Only the following schemas are exposed: {SCHEMA}"
+            )
         path = [unquote(p) for p in url.path.split("/")[3:]] if url.path.startswith("/rest/v1/") else []
         if len(path) == 1:
             return _error(404, "PGRST205", f"Could not find the table '{SCHEMA}.{path[0]}' in the schema cache")
@@ -294,16 +367,22 @@ class PostgrestStandin:
         if method in ("PUT", "PATCH", "DELETE"):
             return _error(405, "PGRST101", f"Cannot use the {method} method on RPC")
         if method != "POST" or url.query:
-            return _error(400, "PGRST127", "Feature not implemented", "The PostgREST stand-in serves only POST "
-                          "calls without query parameters (no GET/HEAD, select, filters, order or limit).")
+            return _error(
+                400,
+                "PGRST127",
+                "Feature not implemented",
+                "The PostgREST stand-in serves only POST "
+                "calls without query parameters (no GET/HEAD, select, filters, order or limit).",
+            )
         try:
             text = body.decode() if body.strip() else "{}"
             args = json.loads(text)
         except ValueError:
             return _error(400, "PGRST102", "Empty or invalid json")
         if not isinstance(args, dict):
-            return _error(400, "PGRST127", "Feature not implemented",
-                          "The PostgREST stand-in takes only a JSON object body.")
+            return _error(
+                400, "PGRST127", "Feature not implemented", "The PostgREST stand-in takes only a JSON object body."
+            )
         return self._call(path[1], text, set(args), headers)
 
     def _call(self, name: str, body: str, keys: set[str], headers: dict[str, str]) -> Reply:
@@ -323,28 +402,35 @@ class PostgrestStandin:
             if not candidates:
                 return _no_function(name, sorted(keys), functions)
             if len(candidates) > 1:
-                listed = ", ".join(f"{SCHEMA}.{f.name}(" + ", ".join(f"{p.name} => {p.type}" for p in f.params) + ")"
-                                   for f in candidates)
-                return _error(300, "PGRST203", f"Could not choose the best candidate function between: {listed}",
-                              hint="Try renaming the parameters or the function itself in the database so function "
-                                   "overloading can be resolved")
+                listed = ", ".join(
+                    f"{SCHEMA}.{f.name}(" + ", ".join(f"{p.name} => {p.type}" for p in f.params) + ")"
+                    for f in candidates
+                )
+                return _error(
+                    300,
+                    "PGRST203",
+                    f"Could not choose the best candidate function between: {listed}",
+                    hint="Try renaming the parameters or the function itself in the database so function "
+                    "overloading can be resolved",
+                )
             fn = candidates[0]
             conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED" + (" READ ONLY" if fn.read_only else ""))
-            conn.execute("select set_config('search_path', '\"public\", \"extensions\"', true), "
-                         "set_config('role', %s, true), set_config('request.jwt.claims', %s, true), "
-                         "set_config('request.method', 'POST', true), set_config('request.path', %s, true), "
-                         "set_config('request.headers', %s, true)",
-                         (self.role, self._claims(), f"/rpc/{name}", json.dumps(headers)))
+            conn.execute(
+                "select set_config('search_path', '\"public\", \"extensions\"', true), "
+                "set_config('role', %s, true), set_config('request.jwt.claims', %s, true), "
+                "set_config('request.method', 'POST', true), set_config('request.path', %s, true), "
+                "set_config('request.headers', %s, true)",
+                (self.role, self._claims(), f"/rpc/{name}", json.dumps(headers)),
+            )
             whole_body = not named
             result = conn.execute(_call_sql(fn, keys, whole_body), (body,) if keys or whole_body else ()).fetchone()
-            guc_headers, guc_status = conn.execute("select current_setting('response.headers', true), "
-                                                   "current_setting('response.status', true)").fetchone()
+            guc_headers, guc_status = conn.execute(
+                "select current_setting('response.headers', true), current_setting('response.status', true)"
+            ).fetchone()
             conn.execute("COMMIT")
         except psycopg.Error as e:
-            try:
+            with contextlib.suppress(psycopg.Error):  # the connection is gone; _release drops it
                 conn.execute("ROLLBACK")
-            except psycopg.Error:
-                pass  # the connection is gone; _release drops it
             diag = e.diag
             if e.sqlstate is None:  # no server error: either the connection broke (hasql's ClientError) ...
                 if not (conn.broken or conn.closed):
@@ -361,8 +447,11 @@ class PostgrestStandin:
             if not all(isinstance(v, str) for v in extra.values()):
                 raise TypeError(extra)
         except (ValueError, AttributeError, TypeError):
-            return _error(500, "PGRST111", "response.headers guc must be a JSON array composed of objects with a "
-                          "single key and a string value")
+            return _error(
+                500,
+                "PGRST111",
+                "response.headers guc must be a JSON array composed of objects with a single key and a string value",
+            )
         if guc_status and not guc_status.isdigit():
             return _error(500, "PGRST112", "response.status guc must be a valid status code")
         if fn.returns_void:  # PostgREST ≥ 10 answers void functions with 204 and no body

@@ -16,14 +16,16 @@ FUNCTIONS = {
     "whatsapp_update_session_status": f"'{SESSION_ID}', 'connected', '{{}}'",
     "whatsapp_store_qr": f"'{SESSION_ID}', 'qr', null, now()",
     "whatsapp_ingest_message": f"'{SESSION_ID}', 'm1', '5215512345678', '5215500000001', 'text', 'hi', "
-    "'{\"type\": \"text\", \"text\": \"hi\"}', now()",
+    '\'{"type": "text", "text": "hi"}\', now()',
 }
 
 
 def test_migrations_apply_once_and_are_recorded_like_the_supabase_cli(database_url: str, db: Any) -> None:
     assert database.migrate(database_url) == []
     versions = db.execute("select version from supabase_migrations.schema_migrations").fetchall()
-    assert [row["version"] for row in versions] == [p.stem.split("_")[0] for p in sorted(database.MIGRATIONS.glob("*.sql"))]
+    assert [row["version"] for row in versions] == [
+        p.stem.split("_")[0] for p in sorted(database.MIGRATIONS.glob("*.sql"))
+    ]
 
 
 def test_migrations_apply_to_postgres_16_too() -> None:

@@ -7,7 +7,6 @@ the real functions.
 import base64
 import http.client
 import json
-import textwrap
 import threading
 import urllib.error
 import urllib.request
@@ -300,9 +299,7 @@ def test_a_base64_response_is_decoded_and_its_cookies_are_set(base_url: str) -> 
     assert body == b"\x89PNG\xff"
 
 
-def test_an_unknown_path_gets_the_404_envelope(
-    base_url: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_an_unknown_path_gets_the_404_envelope(base_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     status, _, body = call(f"{base_url}/nowhere?x=1", "POST", b"{}")
 
     assert status == 404

@@ -25,7 +25,11 @@ def local_api() -> Any:
 def serve(pgdata: Path, env: dict[str, str]) -> Any:
     proc = subprocess.Popen(
         [sys.executable, "-m", "local.run", "--port", "0", "--pgdata", str(pgdata)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     assert proc.stdout is not None
     token = ""
@@ -64,17 +68,17 @@ def test_every_template_route_answers_on_localhost_with_the_seeded_session(local
 
 
 def test_make_run_generates_a_development_token_and_refuses_others(local_api: tuple[str, str]) -> None:
-    url, token = local_api
+    _, token = local_api
     assert len(token) >= 32
 
-    status, body, headers = post(local_api, "/api/whatsapp/messages/received", {}, token="guess")
+    status, _, headers = post(local_api, "/api/whatsapp/messages/received", {}, token="guess")
 
     assert status == 401
     assert headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_wrong_method_on_localhost_is_405_with_allow_post(local_api: tuple[str, str]) -> None:
-    status, body, headers = post(local_api, "/api/whatsapp/messages/received", {}, method="PATCH")
+    status, _, headers = post(local_api, "/api/whatsapp/messages/received", {}, method="PATCH")
 
     assert status == 405
     assert headers["Allow"] == "POST"

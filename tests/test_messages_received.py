@@ -32,7 +32,9 @@ def test_each_message_type_is_stored_with_its_text_or_caption_and_whole_content(
     assert row["whatsapp_message_id"] == sent["message_id"]
     assert row["chat_id"] == data["chat_id"] and row["contact_id"] == data["contact_id"]
     payload = sent["message"].get(kind)
-    expected_body = payload if kind == "text" else (payload.get("caption") if kind not in ("location", "contact") else None)
+    expected_body = (
+        payload if kind == "text" else (payload.get("caption") if kind not in ("location", "contact") else None)
+    )
     assert row["body"] == expected_body
     assert data["message"]["content"] == sent["message"]
 
@@ -46,7 +48,13 @@ def test_unknown_fields_inside_the_message_are_kept_in_content(invoke: Invoke, d
 
 @pytest.mark.parametrize(
     "sender",
-    ["+52 1 55 1234 5678", "5215512345678", "5215512345678:3@s.whatsapp.net", "5215512345678@c.us", "+52 (1) 55-1234-5678"],
+    [
+        "+52 1 55 1234 5678",
+        "5215512345678",
+        "5215512345678:3@s.whatsapp.net",
+        "5215512345678@c.us",
+        "+52 (1) 55-1234-5678",
+    ],
 )
 def test_phone_numbers_and_jids_of_one_person_make_one_contact(invoke: Invoke, db: Any, sender: str) -> None:
     first = invoke("messages_received/text")
@@ -104,8 +112,16 @@ def test_same_message_id_in_another_session_is_another_message(invoke: Invoke, d
 
 @pytest.mark.parametrize(
     "timestamp",
-    ["2026-11-28T04:41:00Z", "2026-11-28T05:41:00+01:00", "2026-11-28T04:41:00", 1795840860, 1795840860000,
-     "1795840860", "1795840860000", 1795840860.0],
+    [
+        "2026-11-28T04:41:00Z",
+        "2026-11-28T05:41:00+01:00",
+        "2026-11-28T04:41:00",
+        1795840860,
+        1795840860000,
+        "1795840860",
+        "1795840860000",
+        1795840860.0,
+    ],
 )
 def test_timestamps_in_iso_8601_and_epoch_seconds_or_milliseconds_mean_the_same_time(
     invoke: Invoke, db: Any, timestamp: Any

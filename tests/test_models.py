@@ -30,7 +30,9 @@ def test_phone_numbers_and_jids_normalise_to_one_key(raw: str, key: str) -> None
     assert canonical_wa_id(raw) == key
 
 
-@pytest.mark.parametrize("raw", ["", "abc", "12", "1" * 16, "5215512345678@example.com", "@s.whatsapp.net", "+52 1 55 x"])
+@pytest.mark.parametrize(
+    "raw", ["", "abc", "12", "1" * 16, "5215512345678@example.com", "@s.whatsapp.net", "+52 1 55 x"]
+)
 def test_values_that_are_neither_a_number_nor_a_jid_are_refused(raw: str) -> None:
     with pytest.raises(ValueError):
         canonical_wa_id(raw)
@@ -38,7 +40,14 @@ def test_values_that_are_neither_a_number_nor_a_jid_are_refused(raw: str) -> Non
 
 @pytest.mark.parametrize(
     "value",
-    ["2026-11-28T04:41:00Z", "2026-11-28T04:41:00+00:00", "2026-11-28 04:41:00", 1795840860, 1795840860000, "1795840860"],
+    [
+        "2026-11-28T04:41:00Z",
+        "2026-11-28T04:41:00+00:00",
+        "2026-11-28 04:41:00",
+        1795840860,
+        1795840860000,
+        "1795840860",
+    ],
 )
 def test_timestamps_parse_to_the_same_utc_instant(value: Any) -> None:
     assert parse_timestamp(value) == datetime(2026, 11, 28, 4, 41, tzinfo=UTC)

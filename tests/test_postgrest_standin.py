@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import supabase
-from postgrest.exceptions import APIError
-
 from conftest import embedded_postgres
+from postgrest.exceptions import APIError
 from postgrest_standin import PostgrestStandin, http_status
+
+import supabase
 
 # supabase-py 2.34 only requires a non-empty key; this one looks like Supabase's legacy service_role JWT.
 KEY = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.c2lnbmF0dXJl"
@@ -116,6 +116,7 @@ _ids = iter(range(1, 1_000_000))
 
 # --- results ---------------------------------------------------------------------------------------
 
+
 def test_a_jsonb_function_returns_the_json_it_built_from_its_arguments(client: supabase.Client) -> None:
     payload = {"nested": [1, 2.5, None, True], "text": "x"}
     args = {"p_text": "hi", "p_payload": payload, "p_at": "2026-11-28T10:00:00Z"}
@@ -130,7 +131,7 @@ def test_an_argument_with_a_default_may_still_be_given(client: supabase.Client) 
 
 
 def test_unicode_and_emoji_round_trip_unchanged(client: supabase.Client) -> None:
-    text = "Olá, ñandú 👋🏽 中文 \u2028 \"quoted\" \\ back"
+    text = 'Olá, ñandú 👋🏽 中文 \u2028 "quoted" \\ back'
     args = {"p_text": text, "p_payload": {"emoji": "🚀", "ключ": text}, "p_at": "2026-01-01T00:00:00Z"}
     data = client.rpc("echo_args", args).execute().data
     assert (data["text"], data["payload"]) == (text, {"emoji": "🚀", "ключ": text})
@@ -176,8 +177,13 @@ SESSION = "6f1c1f3e-1d2b-4a8e-9c7a-1234567890ab"
     ],
 )
 def test_a_postgres_error_reaches_api_error_with_its_sqlstate_and_postgrests_status(
-    standin: PostgrestStandin, client: supabase.Client,
-    function: str, args: dict[str, Any], status: int, code: str, message: str,
+    standin: PostgrestStandin,
+    client: supabase.Client,
+    function: str,
+    args: dict[str, Any],
+    status: int,
+    code: str,
+    message: str,
 ) -> None:
     error = api_error(client.rpc(function, args))
     assert (error.code, error.message) == (code, message)
@@ -204,8 +210,12 @@ def test_raise_sqlstate_pgrst_sets_code_message_status_and_headers(
     standin: PostgrestStandin, client: supabase.Client
 ) -> None:
     error = api_error(client.rpc("pay", {}))
-    assert error.json() == {"code": "123", "message": "Payment Required", "details": "Quota exceeded",
-                            "hint": "Upgrade your plan"}
+    assert error.json() == {
+        "code": "123",
+        "message": "Payment Required",
+        "details": "Quota exceeded",
+        "hint": "Upgrade your plan",
+    }
     response = post(standin, "rpc/pay", {})
     assert (response.status_code, response.headers["x-powered-by"]) == (402, "Nerd Rage")
 
@@ -214,8 +224,10 @@ def test_an_unknown_function_is_pgrst202(standin: PostgrestStandin, client: supa
     error = api_error(client.rpc("no_such_function", {"p_x": 1}))
     assert error.code == "PGRST202"
     assert error.message == "Could not find the function public.no_such_function(p_x) in the schema cache"
-    assert error.details == ("Searched for the function public.no_such_function with parameter p_x or with a single "
-                             "unnamed json/jsonb parameter, but no matches were found in the schema cache.")
+    assert error.details == (
+        "Searched for the function public.no_such_function with parameter p_x or with a single "
+        "unnamed json/jsonb parameter, but no matches were found in the schema cache."
+    )
     assert post(standin, "rpc/no_such_function", {}).status_code == 404
 
 
@@ -229,12 +241,16 @@ def test_arguments_matching_no_signature_are_pgrst202_with_a_hint(client: supaba
 
 
 def test_an_invalid_json_body_is_pgrst102(standin: PostgrestStandin) -> None:
-    response = httpx.post(f"{standin.url}/rest/v1/rpc/whoami", content=b"{oops",
-                          headers={"apikey": KEY, "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    response = httpx.post(
+        f"{standin.url}/rest/v1/rpc/whoami",
+        content=b"{oops",
+        headers={"apikey": KEY, "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
     assert (response.status_code, response.json()["code"]) == (400, "PGRST102")
 
 
 # --- authentication, schema, routes ----------------------------------------------------------------
+
 
 def test_a_client_with_the_wrong_key_gets_401(standin: PostgrestStandin) -> None:
     error = api_error(supabase.create_client(standin.url, WRONG_KEY).rpc("whoami", {}))
@@ -261,8 +277,11 @@ def test_a_bearer_token_other_than_the_key_gets_postgrests_401(
 
 def test_a_schema_other_than_public_is_pgrst106(standin: PostgrestStandin, client: supabase.Client) -> None:
     error = api_error(client.schema("private").rpc("whoami", {}))
-    assert (error.code, error.message, error.hint) == ("PGRST106", "Invalid schema: private",
-                                                       "Only the following schemas are exposed: public")
+    assert (error.code, error.message, error.hint) == (
+        "PGRST106",
+        "Invalid schema: private",
+        "Only the following schemas are exposed: public",
+    )
     assert post(standin, "rpc/whoami", {}, **{"Content-Profile": "private"}).status_code == 406
 
 
@@ -284,6 +303,7 @@ def test_anything_but_a_plain_rpc_post_gets_a_postgrest_error(
 
 
 # --- concurrency -----------------------------------------------------------------------------------
+
 
 def test_racing_calls_run_at_once_on_separate_connections(client: supabase.Client) -> None:
     started = time.monotonic()
@@ -310,6 +330,7 @@ def test_racing_inserts_of_one_key_let_exactly_one_win(client: supabase.Client) 
 
 # --- database down ---------------------------------------------------------------------------------
 
+
 def test_an_unreachable_database_gets_503_pgrst000(tmp_path: Path) -> None:
     with PostgrestStandin(f"postgresql://postgres:@/postgres?host={tmp_path}", KEY) as dead:
         error = api_error(supabase.create_client(dead.url, KEY).rpc("whoami", {}))
@@ -331,15 +352,44 @@ def test_a_database_stopped_under_the_standin_gets_503() -> None:
 
 # --- the status table itself -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("sqlstate", "status"),
     [
-        ("08006", 503), ("09000", 500), ("0L000", 403), ("0P000", 403), ("23503", 409), ("23505", 409),
-        ("23514", 400), ("25006", 405), ("25001", 500), ("28000", 403), ("2D000", 500), ("38000", 500),
-        ("39000", 500), ("3B000", 500), ("40001", 500), ("53400", 500), ("53200", 503), ("54000", 500),
-        ("55P03", 500), ("57014", 500), ("57P01", 503), ("58030", 500), ("F0000", 500), ("HV000", 500),
-        ("P0001", 400), ("P0002", 500), ("XX000", 500), ("42883", 404), ("42P01", 404), ("42P17", 500),
-        ("42501", 403), ("22P02", 400), ("PT402", 402), ("PTabc", 500),
+        ("08006", 503),
+        ("09000", 500),
+        ("0L000", 403),
+        ("0P000", 403),
+        ("23503", 409),
+        ("23505", 409),
+        ("23514", 400),
+        ("25006", 405),
+        ("25001", 500),
+        ("28000", 403),
+        ("2D000", 500),
+        ("38000", 500),
+        ("39000", 500),
+        ("3B000", 500),
+        ("40001", 500),
+        ("53400", 500),
+        ("53200", 503),
+        ("54000", 500),
+        ("55P03", 500),
+        ("57014", 500),
+        ("57P01", 503),
+        ("58030", 500),
+        ("F0000", 500),
+        ("HV000", 500),
+        ("P0001", 400),
+        ("P0002", 500),
+        ("XX000", 500),
+        ("42883", 404),
+        ("42P01", 404),
+        ("42P17", 500),
+        ("42501", 403),
+        ("22P02", 400),
+        ("PT402", 402),
+        ("PTabc", 500),
     ],
 )
 def test_sqlstates_map_to_postgrests_documented_http_statuses(sqlstate: str, status: int) -> None:

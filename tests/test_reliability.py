@@ -80,7 +80,11 @@ def outage(stoppable_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[O
 
 @pytest.fixture
 def queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}.items():
+    for name, value in {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+    }.items():
         monkeypatch.setenv(name, value)
     with mock_aws():
         from whatsapp_ingest import retry_queue
@@ -143,14 +147,16 @@ def deliveries(distinct: int, contacts: int, duplicates: int, seed: int = 7) -> 
     messages = []
     for i in range(distinct):
         contact = i % contacts
-        messages.append({
-            **base,
-            "session_id": base["session_id"] if contact % 2 else SECOND_SESSION,
-            "from": f"+52 1 55 {3000_0000 + contact}",
-            "message_id": f"outage-{i:04d}",
-            "timestamp": 1795840000 + i,
-            "message": {"type": "text", "text": f"mensaje {i}"},
-        })
+        messages.append(
+            {
+                **base,
+                "session_id": base["session_id"] if contact % 2 else SECOND_SESSION,
+                "from": f"+52 1 55 {3000_0000 + contact}",
+                "message_id": f"outage-{i:04d}",
+                "timestamp": 1795840000 + i,
+                "message": {"type": "text", "text": f"mensaje {i}"},
+            }
+        )
     rng = random.Random(seed)
     redelivered = [{**rng.choice(messages), "timestamp": 1795849999} for _ in range(duplicates)]
     everything = messages + redelivered
@@ -175,14 +181,14 @@ def test_database_down_messages_are_accepted_queued_and_replayed_exactly_once(
     assert outage.count("mensajes") == 200
     assert outage.count("contacts") == 20
     assert outage.count("chats") == 20  # each contact writes to one session
-    assert outage.rows("select count(distinct (session_id, whatsapp_message_id)) as n from public.mensajes")[0]["n"] == 200
+    assert (
+        outage.rows("select count(distinct (session_id, whatsapp_message_id)) as n from public.mensajes")[0]["n"] == 200
+    )
     stored = {r["whatsapp_message_id"]: r["body"] for r in outage.rows("select * from public.mensajes")}
     assert stored == {b["message_id"]: b["message"]["text"] for b in sent}
 
 
-def test_status_and_qr_updates_are_queued_too(
-    handlers: Any, outage: Outage, queue: Any, replay_handler: Any
-) -> None:
+def test_status_and_qr_updates_are_queued_too(handlers: Any, outage: Outage, queue: Any, replay_handler: Any) -> None:
     sqs, url = queue
     outage.stop()
 
@@ -239,7 +245,9 @@ def test_queue_unreachable_too_is_503_with_retry_after(
     assert result.headers["Retry-After"]
 
 
-@pytest.mark.parametrize(("name", "status"), [("messages_received/unknown_session", 404), ("messages_received/missing_fields", 400)])
+@pytest.mark.parametrize(
+    ("name", "status"), [("messages_received/unknown_session", 404), ("messages_received/missing_fields", 400)]
+)
 def test_non_transient_failures_get_their_4xx_and_are_not_queued(
     handlers: Any, outage: Outage, queue: Any, name: str, status: int
 ) -> None:

@@ -12,7 +12,11 @@ import pytest
 from conftest import Invoke, call_handler, event_body, load_event, use_backend
 
 ENDPOINTS = ["status_update", "messages_received", "qr_update"]
-VALID = {"status_update": "status_update/valid", "messages_received": "messages_received/text", "qr_update": "qr_update/valid"}
+VALID = {
+    "status_update": "status_update/valid",
+    "messages_received": "messages_received/text",
+    "qr_update": "qr_update/valid",
+}
 
 
 def raw_event(endpoint: str, body: bytes | str, *, base64_encoded: bool = False, **headers: str) -> dict[str, Any]:
@@ -62,7 +66,9 @@ def test_body_of_one_mebibyte_is_accepted(invoke: Invoke, db: Any) -> None:
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
 def test_non_json_content_type_is_415(invoke: Invoke, content_type: str) -> None:
-    event = raw_event("messages_received", json.dumps(event_body("messages_received/text")), **{"content-type": content_type})
+    event = raw_event(
+        "messages_received", json.dumps(event_body("messages_received/text")), **{"content-type": content_type}
+    )
 
     result = invoke(event)
 
@@ -71,7 +77,9 @@ def test_non_json_content_type_is_415(invoke: Invoke, content_type: str) -> None
 
 @pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/vnd.orchestrator+json"])
 def test_json_content_types_with_parameters_or_suffix_are_accepted(invoke: Invoke, content_type: str) -> None:
-    event = raw_event("messages_received", json.dumps(event_body("messages_received/text")), **{"content-type": content_type})
+    event = raw_event(
+        "messages_received", json.dumps(event_body("messages_received/text")), **{"content-type": content_type}
+    )
 
     assert invoke(event).status == 200
 
@@ -134,7 +142,9 @@ def test_nul_character_is_stored_as_the_replacement_character(invoke: Invoke, db
 
 
 def test_unpaired_surrogate_is_stored_as_the_replacement_character(invoke: Invoke, db: Any) -> None:
-    body = json.dumps(event_body("messages_received/text")).replace('"text": "Hola', '"text": "\\ud800 Hola \\ud83d\\ude00')
+    body = json.dumps(event_body("messages_received/text")).replace(
+        '"text": "Hola', '"text": "\\ud800 Hola \\ud83d\\ude00'
+    )
 
     result = invoke(raw_event("messages_received", body))
 
@@ -166,7 +176,9 @@ def test_unknown_path_is_404_in_the_envelope(handlers: Any, backend: str, db: An
 def test_unreachable_database_is_503_with_retry_after_and_no_internals(
     handlers: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    use_backend(monkeypatch, {"DATABASE_URL": f"postgresql://postgres@/postgres?host={tmp_path}", "DB_TIMEOUT_SECONDS": "1"})
+    use_backend(
+        monkeypatch, {"DATABASE_URL": f"postgresql://postgres@/postgres?host={tmp_path}", "DB_TIMEOUT_SECONDS": "1"}
+    )
 
     result = call_handler(handlers, load_event("messages_received/text"))
 

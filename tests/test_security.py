@@ -171,11 +171,11 @@ def secrets_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 @pytest.fixture
-def deployed(
-    secrets_manager: Any, monkeypatch: pytest.MonkeyPatch, database_url: str, db: Any
-) -> dict[str, str]:
+def deployed(secrets_manager: Any, monkeypatch: pytest.MonkeyPatch, database_url: str, db: Any) -> dict[str, str]:
     """Configured as in AWS: only secret ARNs in the environment."""
-    auth = secrets_manager.create_secret(Name="whatsapp-ingest/dev/auth", SecretString=json.dumps({"tokens": ["t-old"]}))
+    auth = secrets_manager.create_secret(
+        Name="whatsapp-ingest/dev/auth", SecretString=json.dumps({"tokens": ["t-old"]})
+    )
     database = secrets_manager.create_secret(
         Name="whatsapp-ingest/dev/database", SecretString=json.dumps({"database_url": database_url})
     )
@@ -191,9 +191,7 @@ def status_with(handlers: Any, token: str) -> int:
     return call_handler(handlers, authorized(load_event("status_update/valid"), f"Bearer {token}")).status
 
 
-def test_tokens_and_database_credentials_come_from_secrets_manager(
-    handlers: Any, deployed: dict[str, str]
-) -> None:
+def test_tokens_and_database_credentials_come_from_secrets_manager(handlers: Any, deployed: dict[str, str]) -> None:
     assert status_with(handlers, "t-old") == 200
     assert status_with(handlers, SAMPLE_TOKEN) == 401
 
@@ -249,9 +247,7 @@ def test_each_function_may_only_read_its_own_secrets_and_queue_without_wildcards
     functions = {n: r for n, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
     assert len(functions) == 4
     for name, function in functions.items():
-        granted = {
-            (statement["Action"], json.dumps(statement["Resource"])) for statement in statements(function)
-        }
+        granted = {(statement["Action"], json.dumps(statement["Resource"])) for statement in statements(function)}
         expected = {("secretsmanager:GetSecretValue", json.dumps(["AuthSecretArn", "DatabaseSecretArn"]))}
         if name != "ReplayFunction":  # the replay function reads the queue through its event source
             expected.add(("sqs:SendMessage", json.dumps("RetryQueue.Arn")))
@@ -281,16 +277,31 @@ def test_api_throttling_is_set_on_the_stage_from_parameters(template: dict[str, 
 # ---------------------------------------------------------------------------
 
 HOSTILE_BODIES: list[Any] = [
-    "{", "[]", "null", '{"session_id": "\'; drop table mensajes; --"}', {"session_id": None},
+    "{",
+    "[]",
+    "null",
+    '{"session_id": "\'; drop table mensajes; --"}',
+    {"session_id": None},
     {"session_id": "3f8a2b1c-5d4e-4f6a-9b7c-1d2e3f4a5b6c", "status": "connected", "server_port": 10**30},
-    {"session_id": "3f8a2b1c-5d4e-4f6a-9b7c-1d2e3f4a5b6c", "status": "connected", "last_seen": "0001-01-01T00:00:00+14:00"},
+    {
+        "session_id": "3f8a2b1c-5d4e-4f6a-9b7c-1d2e3f4a5b6c",
+        "status": "connected",
+        "last_seen": "0001-01-01T00:00:00+14:00",
+    },
 ]
 
 
 @pytest.mark.parametrize("backend_name", ["postgres", "supabase"])
 def test_full_cycle_logs_hold_no_secret_no_message_text_and_only_masked_numbers(
-    handlers: Any, monkeypatch: pytest.MonkeyPatch, database_url: str, db: Any, request: pytest.FixtureRequest,
-    log_lines: Lines, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], backend_name: str,
+    handlers: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    db: Any,
+    request: pytest.FixtureRequest,
+    log_lines: Lines,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    backend_name: str,
 ) -> None:
     token = "tok-7f3a9c1e5b2d4f6a8c0e2b4d6f8a1c3e"
     if backend_name == "supabase":
@@ -301,9 +312,15 @@ def test_full_cycle_logs_hold_no_secret_no_message_text_and_only_masked_numbers(
     configure(monkeypatch, API_TOKENS=token, SIGNING_KEY=SIGNING_KEY, POWERTOOLS_LOG_LEVEL="DEBUG")
     caplog.set_level(logging.DEBUG)
     statuses = set()
-    for name in [*VALID, "messages_received/image", "messages_received/from_linked_phone",
-                 "messages_received/unknown_session", "messages_received/invalid_sender",
-                 "status_update/invalid_fields", "qr_update/wrong_method"]:
+    for name in [
+        *VALID,
+        "messages_received/image",
+        "messages_received/from_linked_phone",
+        "messages_received/unknown_session",
+        "messages_received/invalid_sender",
+        "status_update/invalid_fields",
+        "qr_update/wrong_method",
+    ]:
         event = signed(authorized(load_event(name), f"Bearer {token}"))
         statuses.add(call_handler(handlers, event).status)
         statuses.add(call_handler(handlers, load_event(name)).status)  # the sample token is refused
@@ -328,8 +345,20 @@ def test_responses_to_hostile_input_hold_no_trace_sql_key_or_hostname(
 
     assert result.status < 500 or result.body == {"success": False, "message": "internal error"}
     text = json.dumps(result.body)
-    for leak in ("Traceback", "select ", "insert ", "psycopg", "postgrest", "SQLSTATE", SERVICE_KEY,
-                 SAMPLE_TOKEN, database_url, "127.0.0.1", "/tmp/", ".py"):
+    for leak in (
+        "Traceback",
+        "select ",
+        "insert ",
+        "psycopg",
+        "postgrest",
+        "SQLSTATE",
+        SERVICE_KEY,
+        SAMPLE_TOKEN,
+        database_url,
+        "127.0.0.1",
+        "/tmp/",
+        ".py",
+    ):
         assert leak not in text, (leak, text)
 
 
@@ -340,8 +369,11 @@ def test_readme_signing_recipe_computes_the_signature_the_service_checks() -> No
     script = f"BODY='{body}'\nTS=1795841018\n{recipe}\nprintf %s \"$SIG\""
 
     result = subprocess.run(
-        ["bash", "-c", script], env={"SIGNING_KEY": SIGNING_KEY, "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, check=True,
+        ["bash", "-c", script],
+        env={"SIGNING_KEY": SIGNING_KEY, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
     )
 
     assert "sha256=" + result.stdout == sign(SIGNING_KEY, "1795841018", body.encode())

@@ -34,7 +34,9 @@ def test_status_and_every_optional_field_sent_are_stored_and_returned(invoke: In
 
 def test_fields_not_sent_are_left_as_stored(invoke: Invoke, db: Any) -> None:
     invoke("status_update/valid")
-    result = invoke("status_update/valid", body={"session_id": SESSION_ID, "status": "disconnected", "phone_number": None})
+    result = invoke(
+        "status_update/valid", body={"session_id": SESSION_ID, "status": "disconnected", "phone_number": None}
+    )
 
     assert result.status == 200
     stored = session(db)
@@ -116,7 +118,9 @@ def test_update_older_than_the_stored_state_is_stale_and_changes_nothing(invoke:
 
 def test_last_seen_orders_updates_when_no_timestamp_is_sent(invoke: Invoke, db: Any) -> None:
     invoke("status_update/valid", body={"session_id": SESSION_ID, "status": "connected", "last_seen": 1795841000})
-    result = invoke("status_update/valid", body={"session_id": SESSION_ID, "status": "expired", "last_seen": 1795840000})
+    result = invoke(
+        "status_update/valid", body={"session_id": SESSION_ID, "status": "expired", "last_seen": 1795840000}
+    )
 
     assert result.body["data"]["stale"] is True
     assert session(db)["status"] == "connected"

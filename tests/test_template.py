@@ -61,7 +61,7 @@ def test_layer_is_built_by_sam_from_shared(template: dict[str, Any]) -> None:
 def test_stage_parameter_and_the_three_urls_as_outputs(template: dict[str, Any]) -> None:
     assert template["Parameters"]["Stage"]["AllowedValues"] == ["dev", "prod"]
     outputs = {o["Value"].split("}", 2)[-1] for o in template["Outputs"].values()}
-    assert {o[o.index("/api/"):] for o in outputs} == set(PATHS.values())
+    assert {o[o.index("/api/") :] for o in outputs} == set(PATHS.values())
 
 
 def test_every_function_logs_to_a_group_with_retention(template: dict[str, Any]) -> None:

@@ -12,7 +12,9 @@ def qr_update(body: QrUpdate) -> Reply:
     session = get_store().store_qr(body)
     stale = session["stale"]
     count_outcome("stale" if stale else "stored")
-    logger.info("stale qr code ignored" if stale else "qr code stored", extra={"qr_generated_at": body.timestamp.isoformat()})
+    logger.info(
+        "stale qr code ignored" if stale else "qr code stored", extra={"qr_generated_at": body.timestamp.isoformat()}
+    )
     return ok(
         "stale qr code ignored: a newer state is stored" if stale else "qr code stored",
         {

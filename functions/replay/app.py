@@ -8,8 +8,10 @@ dead-letter queue after the queue's maxReceiveCount.
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from whatsapp_ingest.api import count_outcome, logger, metrics
 from whatsapp_ingest.retry_queue import replay
 
@@ -26,11 +28,9 @@ def apply(record: SQSRecord) -> None:
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     metrics.add_dimension(name="endpoint", value="replay")
-    response: dict[str, Any] = process_partial_response(
-        event=event, record_handler=apply, processor=processor, context=context
-    )
+    response = process_partial_response(event=event, record_handler=apply, processor=processor, context=context)
     if response["batchItemFailures"]:
         count_outcome("failed")
     return response

@@ -128,9 +128,7 @@ def create_app(endpoint: str) -> IngestApp:
             defer(app.endpoint, app.current_event.json_body, app.current_event.request_context.request_id)
         except QueueUnavailable:
             logger.exception("retry queue unavailable too")
-            return envelope(
-                503, "database unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
-            )
+            return envelope(503, "database unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         count_outcome("queued")
         return envelope(202, "accepted, queued for retry")
 

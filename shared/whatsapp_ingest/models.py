@@ -29,9 +29,7 @@ from pydantic import (
 
 # user[:device]@server. Phone JIDs carry the number; '@lid' (privacy ids),
 # groups, broadcasts and channels do not, and no number is guessed from them.
-_JID = re.compile(
-    r"^(?P<user>[^@:\s]+)(?::\d+)?@(?P<server>s\.whatsapp\.net|c\.us|lid|g\.us|broadcast|newsletter)$"
-)
+_JID = re.compile(r"^(?P<user>[^@:\s]+)(?::\d+)?@(?P<server>s\.whatsapp\.net|c\.us|lid|g\.us|broadcast|newsletter)$")
 _PHONE_JID_SERVERS = frozenset({"s.whatsapp.net", "c.us"})
 _PHONE = re.compile(r"^\+?[\d\s().\-]+$")
 
@@ -46,9 +44,7 @@ def canonical_wa_id(value: str) -> str:
     if "@" in text:
         match = _JID.match(text.lower())
         if match is None:
-            raise ValueError(
-                "not a WhatsApp id: expected a phone number or a JID such as 5215512345678@s.whatsapp.net"
-            )
+            raise ValueError("not a WhatsApp id: expected a phone number or a JID such as 5215512345678@s.whatsapp.net")
         if match["server"] in _PHONE_JID_SERVERS:
             return _phone_digits(match["user"])
         return f"{match['user']}@{match['server']}"
@@ -104,6 +100,7 @@ Timestamp = Annotated[
 # ---------------------------------------------------------------------------
 # Bodies
 # ---------------------------------------------------------------------------
+
 
 class _Private(BaseModel):
     """Bodies carry personal data (numbers, texts, captions). Their repr shows only

@@ -14,7 +14,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 from whatsapp_ingest.config import ConfigError, DatabaseSecrets, Settings, database_secrets, settings
@@ -53,7 +53,8 @@ def _classify(sqlstate: str | None) -> type[StoreError]:
         return SessionNotFound
     if state[:2] in ("22", "23"):  # data exception, integrity constraint violation
         return InvalidData
-    if state[:2] in ("08", "53") or state.startswith("57P"):  # connection, resources, shutdown
+    # connection, resources, shutdown, statement timeout
+    if state[:2] in ("08", "53") or state.startswith("57P") or state == "57014":
         return StoreUnavailable
     return StoreError
 
@@ -126,7 +127,7 @@ class PostgresStore(Store):
 
     def _connect(self) -> Any:
         import psycopg
-        from psycopg.conninfo import conninfo_to_dict
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
         params = conninfo_to_dict(self._url)
         # Keep options from the URL (a role, a search_path) and add the timeout.
@@ -135,7 +136,7 @@ class PostgresStore(Store):
         params.setdefault("connect_timeout", max(1, round(self._timeout)))
         params.setdefault("application_name", APPLICATION_NAME)
         return psycopg.connect(
-            **params,
+            make_conninfo("", **params),
             autocommit=True,  # the function call is the transaction
             prepare_threshold=None,
         )
@@ -146,16 +147,16 @@ class PostgresStore(Store):
         params = {name: json.dumps(v) if isinstance(v, dict) else v for name, v in args.items()}
         named = ", ".join(f"{name} => %({name})s" for name in params)
         query = f"select public.{function}({named})"
-        conn = getattr(self._local, "conn", None)
         # A kept connection may have been closed while the container was frozen:
         # then reconnect once. The functions are idempotent, so a retry is safe.
         for attempt in (1, 2):
+            conn = getattr(self._local, "conn", None)
             reused = conn is not None and not conn.closed
             try:
-                if not reused:
+                if conn is None or conn.closed:
                     conn = self._local.conn = self._connect()
                 row = conn.execute(query, params).fetchone()
-                return row[0]  # type: ignore[no-any-return, index]
+                return cast(dict[str, Any], row[0])
             except psycopg.Error as exc:
                 error = _classify(exc.sqlstate)
                 if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
@@ -163,7 +164,6 @@ class PostgresStore(Store):
                 if error is StoreUnavailable:
                     self._local.conn = None
                     if reused and attempt == 1:
-                        conn = None
                         continue
                 raise _error(error, session_id, exc) from exc
         raise AssertionError("unreachable")
@@ -186,6 +186,7 @@ class SupabaseStore(Store):
 
     def __init__(self, url: str, key: str, timeout_seconds: float, keepalive_seconds: float) -> None:
         import httpx
+
         from supabase import ClientOptions, create_client
 
         self._timeout = timeout_seconds
@@ -194,7 +195,9 @@ class SupabaseStore(Store):
             timeout=timeout,
             limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=keepalive_seconds),
         )
-        self._client = create_client(url, key, options=ClientOptions(httpx_client=http, postgrest_client_timeout=timeout))
+        self._client = create_client(
+            url, key, options=ClientOptions(httpx_client=http, postgrest_client_timeout=timeout)
+        )
 
     def _call(self, function: str, args: dict[str, Any], session_id: UUID) -> dict[str, Any]:
         import httpx
@@ -203,7 +206,7 @@ class SupabaseStore(Store):
         started = time.monotonic()
         for attempt in range(self.RETRIES + 1):
             try:
-                return self._client.rpc(function, args).execute().data  # type: ignore[no-any-return]
+                return cast(dict[str, Any], self._client.rpc(function, args).execute().data)
             except httpx.TransportError as exc:  # refused, reset, timed out
                 failure: Exception = exc
             except APIError as exc:
