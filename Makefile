@@ -7,7 +7,7 @@ SAM    := PATH="$(abspath $(BIN)):$$PATH" SAM_CLI_TELEMETRY=0 $(BIN)/sam
 PORT   ?= 3000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint typecheck validate build ci clean
+.PHONY: help venv run test lint typecheck validate build docs ci clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ validate: venv ## sam validate --lint
 
 build: venv ## sam build (no Docker: the local Python 3.13 builds the arm64 layer)
 	$(SAM) build
+
+docs: venv ## Regenerate docs/openapi.json from the handlers (examples recorded on a scratch database)
+	$(BIN)/python -m local.openapi
 
 ci: lint typecheck test validate build ## What CI runs
 

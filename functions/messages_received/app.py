@@ -1,13 +1,20 @@
 """POST /api/whatsapp/messages/received: store one message of any session."""
 
-from whatsapp_ingest.api import Reply, count_outcome, create_app, entrypoint, logger, masked, ok
-from whatsapp_ingest.models import MessageReceived
+from whatsapp_ingest.api import Reply, count_outcome, create_app, documented, entrypoint, logger, masked, ok
+from whatsapp_ingest.models import MessageReceived, MessageReply
 from whatsapp_ingest.store import get_store
 
 app = create_app("messages_received")
 
 
-@app.post("/api/whatsapp/messages/received")
+@app.post(
+    "/api/whatsapp/messages/received",
+    summary="Store a message seen by a session",
+    tags=["messages"],
+    responses=documented(
+        MessageReply, "The stored message with its contact and chat (duplicate: true for a redelivery)."
+    ),
+)
 def messages_received(body: MessageReceived) -> Reply:
     result = get_store().ingest_message(body)
     duplicate = result["duplicate"]

@@ -1,13 +1,21 @@
 """POST /api/whatsapp/sessions/status-update: a session changed state."""
 
-from whatsapp_ingest.api import Reply, count_outcome, create_app, entrypoint, logger, ok
-from whatsapp_ingest.models import StatusUpdate
+from whatsapp_ingest.api import Reply, count_outcome, create_app, documented, entrypoint, logger, ok
+from whatsapp_ingest.models import SessionReply, StatusUpdate
 from whatsapp_ingest.store import get_store
 
 app = create_app("status_update")
 
 
-@app.post("/api/whatsapp/sessions/status-update")
+@app.post(
+    "/api/whatsapp/sessions/status-update",
+    summary="Report a session's new state",
+    tags=["sessions"],
+    responses=documented(
+        SessionReply,
+        "The session, updated (or unchanged and stale: true when the update was older than the stored state).",
+    ),
+)
 def status_update(body: StatusUpdate) -> Reply:
     session = get_store().update_session_status(body)
     if session["stale"]:

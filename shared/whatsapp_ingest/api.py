@@ -22,12 +22,15 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse, OpenAPIResponseHeader
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
 
 from whatsapp_ingest.auth import CHALLENGE, Unauthorized, authenticate
 from whatsapp_ingest.config import auth_secrets
+from whatsapp_ingest.models import AcceptedReply, ErrorReply
 from whatsapp_ingest.retry_queue import QueueUnavailable, defer
 from whatsapp_ingest.store import InvalidData, SessionNotFound, StoreUnavailable
 
@@ -75,6 +78,32 @@ def masked(wa_id: str) -> str:
     user, at, server = wa_id.partition("@")
     shown = f"{user[:5]}****{user[-4:]}" if len(user) > 9 else "****"
     return f"{shown}{at}{server}"
+
+
+def documented(reply: type[BaseModel], success: str) -> dict[int, OpenAPIResponse]:
+    """The OpenAPI responses of an endpoint: its success reply and every error the service gives."""
+
+    def error(description: str, **headers: str) -> OpenAPIResponse:
+        documented_headers: dict[str, OpenAPIResponseHeader] = {
+            name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
+        }
+        return {"description": description, "headers": documented_headers, "content": {JSON: {"model": ErrorReply}}}
+
+    return {
+        200: {"description": success, "content": {JSON: {"model": reply}}},
+        202: {
+            "description": "The database is unavailable: the request is queued and will be applied (storage-first).",
+            "content": {JSON: {"model": AcceptedReply}},
+        },
+        400: error("Malformed JSON or invalid fields; data.errors names each field."),
+        401: error("Missing or invalid bearer token or signature.", **{"WWW-Authenticate": "Bearer challenge"}),
+        404: error("Unknown session."),
+        405: error("Any method but POST.", Allow="POST"),
+        413: error(f"Body over {MAX_BODY_BYTES} bytes."),
+        415: error("Content type other than application/json."),
+        500: error("Our fault; details are only in the log."),
+        503: error("Database and retry queue both unavailable.", **{"Retry-After": "seconds"}),
+    }
 
 
 def count_outcome(outcome: str) -> None:

@@ -275,3 +275,95 @@ class QrUpdate(_Private):
     qr_code: str = Field(min_length=1)
     qr_url: str | None = None
     timestamp: Timestamp
+
+
+# ---------------------------------------------------------------------------
+# Replies, as documented in the OpenAPI document (docs/openapi.json)
+# ---------------------------------------------------------------------------
+
+
+class Session(BaseModel):
+    """A row of whatsapp_sessions, as the SQL functions return it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: UUID
+    status: SessionStatus
+    phone_number: str | None
+    whatsapp_user_id: str | None
+    own_wa_id: str | None
+    auth_folder_path: str | None
+    server_port: int | None
+    last_seen: datetime | None
+    qr_code: str | None
+    qr_url: str | None
+    qr_generated_at: datetime | None
+    status_event_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    stale: bool = Field(description="true when the update was older than the stored state and changed nothing")
+
+
+class StoredMessage(BaseModel):
+    """A row of mensajes."""
+
+    id: int
+    chat_id: int
+    session_id: UUID
+    contact_id: int
+    whatsapp_message_id: str
+    tipo: Literal["whatsapp_api"]
+    direction: Literal["inbound", "outbound"]
+    message_type: MessageType
+    body: str | None
+    content: dict[str, Any]
+    sent_at: datetime
+    created_at: datetime
+
+
+class MessageResult(BaseModel):
+    message: StoredMessage
+    contact_id: int
+    chat_id: int
+    duplicate: bool = Field(description="true when this message id was already stored: nothing was written")
+
+
+class QrResult(BaseModel):
+    session: Session
+    qr_code: str
+    qr_url: str | None
+    timestamp: datetime
+
+
+class FieldProblem(BaseModel):
+    field: str
+    problem: str
+
+
+class Problems(BaseModel):
+    errors: list[FieldProblem]
+
+
+class _Reply(BaseModel):
+    success: bool
+    message: str
+
+
+class SessionReply(_Reply):
+    data: Session
+
+
+class MessageReply(_Reply):
+    data: MessageResult
+
+
+class QrReply(_Reply):
+    data: QrResult
+
+
+class AcceptedReply(_Reply):
+    """202: the database was unavailable; the request is queued and will be applied."""
+
+
+class ErrorReply(_Reply):
+    data: Problems | None = Field(default=None, description="for invalid fields: each field and its problem")
