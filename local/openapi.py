@@ -32,7 +32,7 @@ EXAMPLE_TOKEN = "local-dev-token"
 def build(database_url: str) -> dict[str, Any]:
     """The OpenAPI document, with examples recorded against `database_url` (emptied first)."""
     from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
-    from aws_lambda_powertools.event_handler.openapi.models import Server
+    from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Server
 
     routes = [r for r in gateway.load_routes(gateway.REPO / "template.yaml") if r.path]
     merge = OpenAPIMerge(
@@ -40,7 +40,7 @@ def build(database_url: str) -> dict[str, Any]:
         version="1.0.0",
         description=(gateway.REPO / "docs" / "openapi-intro.md").read_text(),
         servers=[Server(url="http://127.0.0.1:3000", description="make run")],
-        security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+        security_schemes={"bearer": HTTPBearer()},
         security=[{"bearer": []}],
     )
     for route in routes:
