@@ -48,7 +48,7 @@ def build(database_url: str) -> dict[str, Any]:
         merge.add_schema(
             _resolver_of(route).get_openapi_schema().model_dump(mode="json", by_alias=True, exclude_none=True)
         )
-    document = merge.get_openapi_schema()
+    document: dict[str, Any] = json.loads(merge.get_openapi_json_schema())
     _drop_framework_defaults(document)
     _record_examples(document, routes, database_url)
     return document
