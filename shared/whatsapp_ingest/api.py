@@ -1,10 +1,11 @@
 """API plumbing shared by the three functions: resolver, body intake, error envelope,
 logging and metrics.
 
-Every response is `{success, message, data?}`. A request is checked in two steps:
-the transport (method, size, content type, encoding, JSON syntax) here, before
-Powertools sees it; then the body's shape by pydantic through Powertools'
-validation, whose errors become a 400 naming each bad field.
+Every response is `{success, message, data?}`. A request is checked in order:
+size and encoding, then who sent it (auth.py, before anything is parsed), then
+method, content type and JSON syntax, all here before Powertools sees it; then
+the body's shape by pydantic through Powertools' validation, whose errors become
+a 400 naming each bad field.
 """
 
 from __future__ import annotations
