@@ -57,3 +57,9 @@ def test_timestamps_parse_to_the_same_utc_instant(value: Any) -> None:
 def test_unreadable_timestamps_are_refused(value: Any) -> None:
     with pytest.raises(ValueError):
         parse_timestamp(value)
+
+
+@pytest.mark.parametrize("raw", ["٥٢١٥٥١٢٣٤٥٦٧٨", "５２１５５１２３４５６７８", "1" * 65 + "@lid"])
+def test_non_ascii_digits_and_overlong_ids_are_refused(raw: str) -> None:
+    with pytest.raises(ValueError):
+        canonical_wa_id(raw)

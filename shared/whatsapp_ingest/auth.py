@@ -34,7 +34,7 @@ def authenticate(headers: Mapping[str, str], body: bytes, secrets: AuthSecrets, 
     scheme, _, token = (headers.get("authorization") or "").strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer token")
-    given = token.strip().encode()
+    given = token.strip().encode("utf-8", "surrogatepass")
     # No early exit: the time taken does not tell which token, if any, matched.
     matched = False
     for active in secrets.tokens:
@@ -50,7 +50,7 @@ def _verify_signature(headers: Mapping[str, str], body: bytes, key: str, now: fl
     signature = (headers.get("x-signature") or "").strip()
     if not timestamp or not signature:
         raise Unauthorized("missing X-Timestamp or X-Signature")
-    if not timestamp.isdigit() or abs(now - int(timestamp)) > SIGNATURE_WINDOW_SECONDS:
+    if not (timestamp.isascii() and timestamp.isdecimal()) or abs(now - int(timestamp)) > SIGNATURE_WINDOW_SECONDS:
         raise Unauthorized(f"X-Timestamp is not Unix seconds within {SIGNATURE_WINDOW_SECONDS} s of now")
-    if not hmac.compare_digest(signature.lower().encode(), sign(key, timestamp, body).encode()):
+    if not hmac.compare_digest(signature.lower().encode("utf-8", "surrogatepass"), sign(key, timestamp, body).encode()):
         raise Unauthorized("invalid signature")

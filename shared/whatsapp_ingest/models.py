@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    Strict,
     field_validator,
     model_validator,
 )
@@ -29,9 +30,13 @@ from pydantic import (
 
 # user[:device]@server. Phone JIDs carry the number; '@lid' (privacy ids),
 # groups, broadcasts and channels do not, and no number is guessed from them.
-_JID = re.compile(r"^(?P<user>[^@:\s]+)(?::\d+)?@(?P<server>s\.whatsapp\.net|c\.us|lid|g\.us|broadcast|newsletter)$")
+# The user part is capped: real ids are a few dozen characters at most, and the
+# key must fit the database's unique index.
+_JID = re.compile(
+    r"^(?P<user>[^@:\s]{1,64})(?::[0-9]+)?@(?P<server>s\.whatsapp\.net|c\.us|lid|g\.us|broadcast|newsletter)$"
+)
 _PHONE_JID_SERVERS = frozenset({"s.whatsapp.net", "c.us"})
-_PHONE = re.compile(r"^\+?[\d\s().\-]+$")
+_PHONE = re.compile(r"^\+?[0-9\s().\-]+$", re.ASCII)  # ASCII digits only: an Arabic-Indic five is not a 5 to WhatsApp
 
 
 def canonical_wa_id(value: str) -> str:
@@ -54,7 +59,7 @@ def canonical_wa_id(value: str) -> str:
 def _phone_digits(text: str) -> str:
     if not _PHONE.match(text):
         raise ValueError("not a phone number: only digits, spaces, '+', '-', '.' and parentheses are allowed")
-    digits = re.sub(r"\D", "", text)
+    digits = re.sub(r"[^0-9]", "", text)
     if not 5 <= len(digits) <= 15:
         raise ValueError("a phone number has 5 to 15 digits")
     return digits
@@ -69,7 +74,7 @@ WaId = Annotated[str, AfterValidator(canonical_wa_id)]
 # Epoch values at or above this are milliseconds: 1e11 seconds is the year
 # 5138, while 1e11 milliseconds is 1973.
 _MILLISECONDS_FROM = 100_000_000_000
-_EPOCH_TEXT = re.compile(r"^\d+(\.\d+)?$")
+_EPOCH_TEXT = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -131,7 +136,8 @@ class StatusUpdate(_Private):
     phone_number: str | None = Field(default=None, max_length=64)
     whatsapp_user_id: str | None = Field(default=None, max_length=256)
     auth_folder_path: str | None = Field(default=None, max_length=4096)
-    server_port: int | None = Field(default=None, ge=0, le=65535)
+    # Strict: true or "3101" are not ports, and what is stored must be what was sent.
+    server_port: Annotated[int, Strict()] | None = Field(default=None, ge=0, le=65535)
 
     @field_validator("phone_number", "whatsapp_user_id")
     @classmethod

@@ -51,7 +51,8 @@ def _classify(sqlstate: str | None) -> type[StoreError]:
     state = sqlstate or ""
     if state == "PT404":  # raised by the functions; PostgREST answers it with a 404
         return SessionNotFound
-    if state[:2] in ("22", "23"):  # data exception, integrity constraint violation
+    # data exception, integrity constraint violation, a value too large for an index
+    if state[:2] in ("22", "23", "54"):
         return InvalidData
     # connection, resources, shutdown, statement timeout
     if state[:2] in ("08", "53") or state.startswith("57P") or state == "57014":
