@@ -7,7 +7,7 @@ SAM    := PATH="$(abspath $(BIN)):$$PATH" SAM_CLI_TELEMETRY=0 $(BIN)/sam
 PORT   ?= 3000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint typecheck validate build docs ci clean
+.PHONY: help venv run test lint typecheck validate build docs bench ci clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ build: venv ## sam build (no Docker: the local Python 3.13 builds the arm64 laye
 
 docs: venv ## Regenerate docs/openapi.json from the handlers (examples recorded on a scratch database)
 	$(BIN)/python -m local.openapi
+
+bench: venv ## Measure cold start, throughput, round trips, size (BENCH_ARGS="--markdown docs/PERFORMANCE.md" writes the table)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 ci: lint typecheck test validate build ## What CI runs
 

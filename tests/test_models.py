@@ -59,7 +59,11 @@ def test_unreadable_timestamps_are_refused(value: Any) -> None:
         parse_timestamp(value)
 
 
-@pytest.mark.parametrize("raw", ["٥٢١٥٥١٢٣٤٥٦٧٨", "５２１５５１２３４５６７８", "1" * 65 + "@lid"])
+ARABIC_INDIC = "".join(chr(0x0660 + int(d)) for d in "5215512345678")
+FULL_WIDTH = "".join(chr(0xFF10 + int(d)) for d in "5215512345678")
+
+
+@pytest.mark.parametrize("raw", [ARABIC_INDIC, FULL_WIDTH, "1" * 65 + "@lid"])
 def test_non_ascii_digits_and_overlong_ids_are_refused(raw: str) -> None:
     with pytest.raises(ValueError):
         canonical_wa_id(raw)
