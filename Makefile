@@ -37,8 +37,12 @@ typecheck: venv ## mypy (pydantic plugin) on the layer, the local tools and each
 validate: venv ## sam validate --lint
 	$(SAM) validate --lint
 
-build: venv ## sam build (no Docker: the local Python 3.13 builds the arm64 layer)
+build: venv ## sam build (no Docker: the local Python 3.13 builds the arm64 layer), then bytecode
 	$(SAM) build
+	@# Lambda cannot write __pycache__ in /opt or /var/task, so without shipped bytecode every
+	@# cold start compiles every import (about 0.3 s, docs/PERFORMANCE.md). unchecked-hash:
+	@# zipping changes the sources' timestamps, which would invalidate timestamp-based .pyc.
+	$(BIN)/python -m compileall -q -j0 --invalidation-mode unchecked-hash .aws-sam/build
 
 docs: venv ## Regenerate docs/openapi.json from the handlers (examples recorded on a scratch database)
 	$(BIN)/python -m local.openapi

@@ -43,7 +43,7 @@ MAX_JSON_DEPTH = 64
 RETRY_AFTER_SECONDS = 5
 JSON = "application/json"
 
-Reply = Response[dict[str, Any]]
+Reply = Response[Any]
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 
 
@@ -126,8 +126,16 @@ class IngestApp(APIGatewayHttpResolver):
             # A response that breaks its own schema is our bug: 500, not the client's 400.
             response_validation_error_http_code=500,
             serializer=_serialize,
+            json_body_deserializer=self._parsed_body,
         )
         self.endpoint = endpoint
+        #: The request's body as parse_body read it (strictly, storable); set per request.
+        self.body: dict[str, Any] = {}
+
+    def _parsed_body(self, _raw: str) -> dict[str, Any]:
+        # Powertools asks for the parsed body: hand it the one already parsed,
+        # rather than parse the raw text a second time (and less strictly).
+        return self.body
 
 
 def create_app(endpoint: str) -> IngestApp:
@@ -290,10 +298,8 @@ def entrypoint(app: IngestApp) -> Handler:
             session_id = body.get("session_id")
             if isinstance(session_id, str):
                 logger.append_keys(session_id=session_id[:64])
-            # Powertools parses the body again: hand it the storable JSON.
-            clean = {**event, "body": json.dumps(body, ensure_ascii=False), "isBase64Encoded": False}
-            clean["headers"] = {**headers, "content-type": JSON}
-            response: dict[str, Any] = app.resolve(clean, context)
+            app.body = body
+            response: dict[str, Any] = app.resolve({**event, "headers": {**headers, "content-type": JSON}}, context)
         except Rejected as exc:
             response = _proxy(envelope(exc.status, exc.message, headers=exc.headers))
         except Exception:  # a bug or a misconfiguration outside the resolver: still the envelope
