@@ -49,6 +49,10 @@ def test_functions_run_python_313_on_arm64_with_the_shared_layer(template: dict[
     assert function["Architectures"] == ["arm64"]
     assert function["Layers"] == ["IngestLayer"]
     assert function["Timeout"] < 30  # below API Gateway's integration limit
+    assert function["Tracing"] == "Active"
+    for name, resource in resources(template, "AWS::Serverless::Function").items():
+        overrides = resource["Properties"]
+        assert "Layers" not in overrides and "Timeout" not in overrides and "Tracing" not in overrides, name
 
 
 def test_layer_is_built_by_sam_from_shared(template: dict[str, Any]) -> None:
