@@ -117,6 +117,21 @@ def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         yield conn
 
 
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """AWS emulated by moto, with fake credentials so nothing can reach a real account."""
+    from moto import mock_aws
+
+    for name, value in {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield
+
+
 @pytest.fixture(scope="session")
 def postgrest(database_url: str) -> Iterator[Any]:
     from postgrest_standin import PostgrestStandin

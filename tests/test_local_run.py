@@ -9,10 +9,12 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from conftest import REPO, event_body, scratch_dir
+
+from whatsapp_ingest.models import MessageType
 
 
 @pytest.fixture(scope="module")
@@ -97,15 +99,6 @@ def test_readme_message_type_examples_are_the_sample_events() -> None:
     block = readme.split("<!-- message-types:begin -->")[1].split("<!-- message-types:end -->")[0]
     examples = [json.loads(line) for line in block.splitlines() if line.startswith("{")]
 
-    assert [e["type"] for e in examples] == [
-        "text",
-        "image",
-        "video",
-        "audio",
-        "document",
-        "location",
-        "contact",
-        "sticker",
-    ]
+    assert [e["type"] for e in examples] == list(get_args(MessageType))
     for example in examples:
         assert example == event_body(f"messages_received/{example['type']}")["message"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from conftest import SESSION_ID, Invoke, event_body
 
-MESSAGE_TYPES = ["text", "image", "video", "audio", "document", "location", "contact", "sticker"]
+from whatsapp_ingest.models import MessageType
+
+MESSAGE_TYPES = list(get_args(MessageType))
 
 
 def count(db: Any, table: str) -> int:

@@ -21,10 +21,10 @@ from conftest import (
     use_backend,
     with_body,
 )
-from moto import mock_aws
 from psycopg.rows import dict_row
 
 from local import database, gateway
+from whatsapp_ingest.config import settings
 from whatsapp_ingest.store import shared_store
 
 SECOND_SESSION = "9b2f6c1e-0a4d-4e8b-8c3f-2d1e0f9a8b7c"
@@ -79,23 +79,16 @@ def outage(stoppable_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[O
 
 
 @pytest.fixture
-def queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "x",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        from whatsapp_ingest import retry_queue
+def queue(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from whatsapp_ingest import retry_queue
 
-        retry_queue._sqs.cache_clear()  # a client bound to this mock
-        sqs = boto3.client("sqs", region_name="us-east-1")
-        url = sqs.create_queue(QueueName="whatsapp-ingest-retry-test")["QueueUrl"]
-        monkeypatch.setenv("RETRY_QUEUE_URL", url)
-        use_backend(monkeypatch, {k: v for k, v in __import__("os").environ.items() if k == "DATABASE_URL"})
-        yield sqs, url
-        retry_queue._sqs.cache_clear()
+    retry_queue._sqs.cache_clear()  # a client bound to this mock
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    url = sqs.create_queue(QueueName="whatsapp-ingest-retry-test")["QueueUrl"]
+    monkeypatch.setenv("RETRY_QUEUE_URL", url)
+    settings.cache_clear()
+    yield sqs, url
+    retry_queue._sqs.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from conftest import (
     use_backend,
     with_body,
 )
-from moto import mock_aws
 
 from local import gateway
 from whatsapp_ingest.auth import sign
@@ -157,16 +156,9 @@ def test_signature_within_the_window_is_accepted(handlers: Any, signing: None) -
 
 
 @pytest.fixture
-def secrets_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        parameters.clear_caches()
-        yield boto3.client("secretsmanager", region_name="us-east-1")
+def secrets_manager(aws: None) -> Iterator[Any]:
+    parameters.clear_caches()
+    yield boto3.client("secretsmanager", region_name="us-east-1")
     parameters.clear_caches()
 
 
