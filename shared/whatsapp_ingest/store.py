@@ -2,8 +2,9 @@
 
 Each endpoint is one call of one Postgres function (supabase/migrations), so a
 request is one round trip and one transaction whichever way it travels:
-PostgREST RPC through supabase-py (production default) or psycopg directly
-(local runs, tests, or Supabase's transaction pooler).
+Supabase's PostgREST RPC through postgrest-py, supabase-py's RPC client
+(production default), or psycopg directly (local runs, tests, or Supabase's
+transaction pooler).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class InvalidData(StoreError):
 
 
 class StoreUnavailable(StoreError):
-    """The database could not be reached or is overloaded: worth retrying (503)."""
+    """The database could not be reached or is overloaded: worth retrying (the request is queued)."""
 
 
 def _classify(sqlstate: str | None) -> type[StoreError]:
