@@ -252,12 +252,7 @@ def embedded_database() -> Iterator[Database]:
 
 
 class CountingStandin:
-    """The PostgREST stand-in of tests/, counting the HTTP requests it answers.
-
-    Its replies go out with TCP_NODELAY: http.server sends a reply's headers and body in two writes,
-    which Nagle's algorithm and the client's delayed ACK turn into a 40 ms stall per keep-alive request;
-    PostgREST (warp) does not stall, so without this the stand-in, not the service, would be measured.
-    """
+    """The PostgREST stand-in of tests/, counting the HTTP requests it answers."""
 
     def __init__(self, database_url: str) -> None:
         sys.path.insert(0, str(REPO / "tests"))
@@ -278,7 +273,6 @@ class CountingStandin:
 
     def start(self) -> None:
         self.standin.start()
-        setattr(self.standin._server.RequestHandlerClass, "disable_nagle_algorithm", True)  # noqa: B010
 
     def stop(self) -> None:
         """Stop serving and close its pooled database connections."""
