@@ -25,7 +25,7 @@ PYTHON = sys.executable
 
 SESSION_ID = "3f8a2b1c-5d4e-4f6a-9b7c-1d2e3f4a5b6c"  # seeded by supabase/seed.sql
 OWN_NUMBER = "5215500000001"  # the seeded session's own number: messages to it are inbound
-SAMPLE_TOKEN = "local-dev-token"  # the token events/*.json carry
+SAMPLE_TOKEN = "local-dev-sample-token"  # the token events/*.json carry
 # Shaped like a Supabase key (supabase-py checks the shape); only the PostgREST stand-in accepts it.
 SERVICE_KEY = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.dGVzdC1vbmx5LW5vdC1hLXNlY3JldA"
 SENT_AT = "2026-11-28T04:41:00Z"

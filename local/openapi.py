@@ -26,7 +26,7 @@ DOCUMENT = gateway.REPO / "docs" / "openapi.json"
 ENDPOINTS = ["status_update", "messages_received", "qr_update"]
 #: Values that change from run to run, pinned so the document is reproducible.
 VOLATILE = {"created_at": "2026-11-28T04:43:00.000000+00:00", "updated_at": "2026-11-28T04:43:00.000000+00:00"}
-EXAMPLE_TOKEN = "local-dev-token"
+EXAMPLE_TOKEN = "local-dev-sample-token"
 
 
 def build(database_url: str) -> dict[str, Any]:

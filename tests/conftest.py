@@ -32,7 +32,7 @@ SERVICE_KEY = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.dGVzdC1vbmx5
 
 
 #: The token the sample events in events/ carry; accepted only where configured.
-SAMPLE_TOKEN = "local-dev-token"
+SAMPLE_TOKEN = "local-dev-sample-token"
 
 
 @pytest.fixture(scope="session", autouse=True)

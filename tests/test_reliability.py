@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from conftest import (
     SERVICE_KEY,
+    SESSION_ID,
     Result,
     call_handler,
     embedded_postgres,
@@ -82,13 +83,15 @@ def outage(stoppable_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[O
 def queue(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     from whatsapp_ingest import retry_queue
 
-    retry_queue._sqs.cache_clear()  # a client bound to this mock
+    retry_queue.sqs.cache_clear()  # a client bound to this mock
     sqs = boto3.client("sqs", region_name="us-east-1")
     url = sqs.create_queue(QueueName="whatsapp-ingest-retry-test")["QueueUrl"]
+    dead = sqs.create_queue(QueueName="whatsapp-ingest-retry-dlq-test")["QueueUrl"]
     monkeypatch.setenv("RETRY_QUEUE_URL", url)
+    monkeypatch.setenv("DEAD_LETTER_QUEUE_URL", dead)
     settings.cache_clear()
     yield sqs, url
-    retry_queue._sqs.cache_clear()
+    retry_queue.sqs.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +104,9 @@ def drain(sqs: Any, url: str, replay_handler: Any) -> list[dict[str, Any]]:
     """Run the replay function over everything in the queue, as the SQS event source would."""
     responses = []
     while True:
-        received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+        received = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0, AttributeNames=["ApproximateReceiveCount"]
+        )
         messages = received.get("Messages", [])
         if not messages:
             return responses
@@ -111,7 +116,7 @@ def drain(sqs: Any, url: str, replay_handler: Any) -> list[dict[str, Any]]:
                     "messageId": m["MessageId"],
                     "receiptHandle": m["ReceiptHandle"],
                     "body": m["Body"],
-                    "attributes": {},
+                    "attributes": m["Attributes"],
                     "messageAttributes": {},
                     "md5OfBody": m["MD5OfBody"],
                     "eventSource": "aws:sqs",
@@ -209,7 +214,7 @@ def test_replay_racing_a_redelivery_stores_the_message_once(
     assert outage.count("mensajes") == 1
 
 
-def test_replay_while_the_database_is_still_down_reports_each_record_failed_and_keeps_it(
+def test_replay_while_the_database_is_still_down_keeps_every_record_and_backs_off(
     handlers: Any, outage: Outage, queue: Any, replay_handler: Any
 ) -> None:
     sqs, url = queue
@@ -220,9 +225,48 @@ def test_replay_while_the_database_is_still_down_reports_each_record_failed_and_
     (response,) = drain(sqs, url, replay_handler)
 
     assert len(response["batchItemFailures"]) == 2
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert counts["ApproximateNumberOfMessages"] == "0"  # none lost, none retried at once:
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == "2"  # both wait out their back-off
+
+
+def test_a_queued_request_that_can_never_be_applied_is_set_aside_with_an_error_line(
+    handlers: Any, outage: Outage, queue: Any, replay_handler: Any, log_lines: Any
+) -> None:
+    sqs, url = queue
+    outage.stop()
+    assert call_handler(handlers, load_event("messages_received/unknown_session")).status == 202
     outage.start()
+
+    (response,) = drain(sqs, url, replay_handler)
+
+    assert response["batchItemFailures"] == []
+    dead = sqs.get_queue_url(QueueName="whatsapp-ingest-retry-dlq-test")["QueueUrl"]
+    (set_aside,) = sqs.receive_message(QueueUrl=dead, MaxNumberOfMessages=10)["Messages"]
+    assert json.loads(set_aside["Body"])["body"] == event_body("messages_received/unknown_session")
+    errors = [line for line in log_lines() if line["level"] == "ERROR"]
+    assert [(e["reason"], e["endpoint"], e["session_id"]) for e in errors] == [
+        ("SessionNotFound", "messages_received", "00000000-0000-4000-8000-000000000000")
+    ]
+
+
+def test_a_replayed_status_update_does_not_overwrite_a_newer_one(
+    handlers: Any, outage: Outage, queue: Any, replay_handler: Any
+) -> None:
+    sqs, url = queue
+    older = with_body(load_event("status_update/valid"), {"session_id": SESSION_ID, "status": "disconnected"})
+    newer = with_body(load_event("status_update/valid"), {"session_id": SESSION_ID, "status": "connected"})
+    newer["requestContext"]["timeEpoch"] = older["requestContext"]["timeEpoch"] + 60_000
+    outage.stop()
+    assert call_handler(handlers, older).status == 202
+    outage.start()
+    assert call_handler(handlers, newer).status == 200
+
     drain(sqs, url, replay_handler)
-    assert outage.count("mensajes") == 2
+
+    assert outage.rows(f"select status from public.whatsapp_sessions where id = '{SESSION_ID}'") == [
+        {"status": "connected"}
+    ]
 
 
 def test_queue_unreachable_too_is_503_with_retry_after(

@@ -97,11 +97,13 @@ def test_every_active_token_is_accepted_so_rotation_needs_no_downtime(
     handlers: Any, monkeypatch: pytest.MonkeyPatch, database_url: str, db: Any
 ) -> None:
     use_backend(monkeypatch, {"DATABASE_URL": database_url})
-    configure(monkeypatch, API_TOKENS="old-token, new-token")
+    configure(monkeypatch, API_TOKENS="old-token-0123456789, new-token-0123456789")
 
-    for token in ("old-token", "new-token"):
+    for token in ("old-token-0123456789", "new-token-0123456789"):
         assert call_handler(handlers, authorized(load_event("qr_update/valid"), f"Bearer {token}")).status == 200
-    assert call_handler(handlers, authorized(load_event("qr_update/valid"), "bearer new-token")).status == 200
+    assert (
+        call_handler(handlers, authorized(load_event("qr_update/valid"), "bearer new-token-0123456789")).status == 200
+    )
 
 
 @pytest.fixture
@@ -166,7 +168,7 @@ def secrets_manager(aws: None) -> Iterator[Any]:
 def deployed(secrets_manager: Any, monkeypatch: pytest.MonkeyPatch, database_url: str, db: Any) -> dict[str, str]:
     """Configured as in AWS: only secret ARNs in the environment."""
     auth = secrets_manager.create_secret(
-        Name="whatsapp-ingest/dev/auth", SecretString=json.dumps({"tokens": ["t-old"]})
+        Name="whatsapp-ingest/dev/auth", SecretString=json.dumps({"tokens": ["token-old-0123456789"]})
     )
     database = secrets_manager.create_secret(
         Name="whatsapp-ingest/dev/database", SecretString=json.dumps({"database_url": database_url})
@@ -184,36 +186,40 @@ def status_with(handlers: Any, token: str) -> int:
 
 
 def test_tokens_and_database_credentials_come_from_secrets_manager(handlers: Any, deployed: dict[str, str]) -> None:
-    assert status_with(handlers, "t-old") == 200
+    assert status_with(handlers, "token-old-0123456789") == 200
     assert status_with(handlers, SAMPLE_TOKEN) == 401
 
 
 def test_rotation_new_token_works_after_max_age_and_removed_token_stops(
     handlers: Any, deployed: dict[str, str], secrets_manager: Any
 ) -> None:
-    assert status_with(handlers, "t-old") == 200
+    assert status_with(handlers, "token-old-0123456789") == 200
 
-    secrets_manager.put_secret_value(SecretId=deployed["auth"], SecretString=json.dumps({"tokens": ["t-old", "t-new"]}))
+    secrets_manager.put_secret_value(
+        SecretId=deployed["auth"], SecretString=json.dumps({"tokens": ["token-old-0123456789", "token-new-0123456789"]})
+    )
     time.sleep(1.1)
-    assert status_with(handlers, "t-new") == 200
-    assert status_with(handlers, "t-old") == 200
+    assert status_with(handlers, "token-new-0123456789") == 200
+    assert status_with(handlers, "token-old-0123456789") == 200
 
-    secrets_manager.put_secret_value(SecretId=deployed["auth"], SecretString=json.dumps({"tokens": ["t-new"]}))
+    secrets_manager.put_secret_value(
+        SecretId=deployed["auth"], SecretString=json.dumps({"tokens": ["token-new-0123456789"]})
+    )
     time.sleep(1.1)
-    assert status_with(handlers, "t-old") == 401
-    assert status_with(handlers, "t-new") == 200
+    assert status_with(handlers, "token-old-0123456789") == 401
+    assert status_with(handlers, "token-new-0123456789") == 200
 
 
 def test_a_rotated_database_secret_rebuilds_the_client(
     handlers: Any, deployed: dict[str, str], secrets_manager: Any
 ) -> None:
-    assert status_with(handlers, "t-old") == 200
+    assert status_with(handlers, "token-old-0123456789") == 200
 
     dead = json.dumps({"database_url": "postgresql://postgres@/postgres?host=/nonexistent"})
     secrets_manager.put_secret_value(SecretId=deployed["database"], SecretString=dead)
     time.sleep(1.1)
 
-    assert status_with(handlers, "t-old") == 503
+    assert status_with(handlers, "token-old-0123456789") == 503
 
 
 # ---------------------------------------------------------------------------
@@ -240,9 +246,17 @@ def test_each_function_may_only_read_its_own_secrets_and_queue_without_wildcards
     assert len(functions) == 4
     for name, function in functions.items():
         granted = {(statement["Action"], json.dumps(statement["Resource"])) for statement in statements(function)}
-        expected = {("secretsmanager:GetSecretValue", json.dumps(["AuthSecretArn", "DatabaseSecretArn"]))}
-        if name != "ReplayFunction":  # the replay function reads the queue through its event source
-            expected.add(("sqs:SendMessage", json.dumps("RetryQueue.Arn")))
+        if name == "ReplayFunction":  # it reads the queue through its event source
+            expected = {
+                ("secretsmanager:GetSecretValue", json.dumps("DatabaseSecretArn")),
+                ("sqs:ChangeMessageVisibility", json.dumps("RetryQueue.Arn")),
+                ("sqs:SendMessage", json.dumps("RetryDeadLetterQueue.Arn")),
+            }
+        else:
+            expected = {
+                ("secretsmanager:GetSecretValue", json.dumps(["AuthSecretArn", "DatabaseSecretArn"])),
+                ("sqs:SendMessage", json.dumps("RetryQueue.Arn")),
+            }
         assert granted == expected, name
     for resource in template["Resources"].values():
         for statement in statements(resource) if "Policies" in resource.get("Properties", {}) else []:

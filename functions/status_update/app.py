@@ -17,7 +17,7 @@ app = create_app("status_update")
     ),
 )
 def status_update(body: StatusUpdate) -> Reply:
-    session = get_store().update_session_status(body)
+    session = get_store().update_session_status(body, app.received_at)
     if session["stale"]:
         count_outcome("stale")
         logger.info("stale status update ignored", extra={"status": body.status})

@@ -18,6 +18,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -123,14 +124,14 @@ class IngestApp(APIGatewayHttpResolver):
     def __init__(self, endpoint: str) -> None:
         super().__init__(
             enable_validation=True,
-            # A response that breaks its own schema is our bug: 500, not the client's 400.
-            response_validation_error_http_code=500,
             serializer=_serialize,
             json_body_deserializer=self._parsed_body,
         )
         self.endpoint = endpoint
         #: The request's body as parse_body read it (strictly, storable); set per request.
         self.body: dict[str, Any] = {}
+        #: When API Gateway received the request; set per request.
+        self.received_at = datetime.now(UTC)
 
     def _parsed_body(self, _raw: str) -> dict[str, Any]:
         # Powertools asks for the parsed body: hand it the one already parsed,
@@ -163,7 +164,7 @@ def create_app(endpoint: str) -> IngestApp:
         # orchestrator retry (some never do).
         logger.warning("database unavailable: queueing the request", exc_info=exc)
         try:
-            defer(app.endpoint, app.current_event.json_body, app.current_event.request_context.request_id)
+            defer(app.endpoint, app.body, app.current_event.request_context.request_id, app.received_at)
         except QueueUnavailable:
             logger.exception("retry queue unavailable too")
             return envelope(503, "database unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
@@ -299,6 +300,7 @@ def entrypoint(app: IngestApp) -> Handler:
             if isinstance(session_id, str):
                 logger.append_keys(session_id=session_id[:64])
             app.body = body
+            app.received_at = _received_at(event)
             response: dict[str, Any] = app.resolve({**event, "headers": {**headers, "content-type": JSON}}, context)
         except Rejected as exc:
             response = _proxy(envelope(exc.status, exc.message, headers=exc.headers))
@@ -322,6 +324,12 @@ def entrypoint(app: IngestApp) -> Handler:
         return response
 
     return handler
+
+
+def _received_at(event: dict[str, Any]) -> datetime:
+    """requestContext.timeEpoch: when API Gateway received the request (now, if absent)."""
+    epoch_ms = event.get("requestContext", {}).get("timeEpoch")
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC) if isinstance(epoch_ms, int) else datetime.now(UTC)
 
 
 def _message_of(response: dict[str, Any]) -> str:

@@ -50,7 +50,9 @@ def _verify_signature(headers: Mapping[str, str], body: bytes, key: str, now: fl
     signature = (headers.get("x-signature") or "").strip()
     if not timestamp or not signature:
         raise Unauthorized("missing X-Timestamp or X-Signature")
-    if not (timestamp.isascii() and timestamp.isdecimal()) or abs(now - int(timestamp)) > SIGNATURE_WINDOW_SECONDS:
+    # Unix seconds have 10 digits until the year 2286: anything longer is not a time.
+    plausible = len(timestamp) <= 12 and timestamp.isascii() and timestamp.isdecimal()
+    if not plausible or abs(now - int(timestamp)) > SIGNATURE_WINDOW_SECONDS:
         raise Unauthorized(f"X-Timestamp is not Unix seconds within {SIGNATURE_WINDOW_SECONDS} s of now")
     if not hmac.compare_digest(signature.lower().encode("utf-8", "surrogatepass"), sign(key, timestamp, body).encode()):
         raise Unauthorized("invalid signature")

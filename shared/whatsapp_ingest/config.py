@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+MIN_TOKEN_LENGTH = 16
+
 
 class ConfigError(RuntimeError):
     """The environment or a secret does not say what the service needs."""
@@ -30,6 +32,8 @@ class Settings:
     database_secret_arn: str | None
     #: SQS queue that keeps requests the database could not take (storage-first).
     retry_queue_url: str | None
+    #: Where the replay function sets aside requests that can never be applied.
+    dead_letter_queue_url: str | None
     secrets_max_age_seconds: int
     #: Connect and read timeout of every database call, below the Lambda timeout.
     db_timeout_seconds: float
@@ -69,6 +73,7 @@ def settings() -> Settings:
         auth_secret_arn=_optional("AUTH_SECRET_ARN"),
         database_secret_arn=_optional("DATABASE_SECRET_ARN"),
         retry_queue_url=_optional("RETRY_QUEUE_URL"),
+        dead_letter_queue_url=_optional("DEAD_LETTER_QUEUE_URL"),
         secrets_max_age_seconds=int(os.environ.get("SECRETS_MAX_AGE_SECONDS", "300")),
         db_timeout_seconds=float(os.environ.get("DB_TIMEOUT_SECONDS", "5")),
         http_keepalive_seconds=float(os.environ.get("HTTP_KEEPALIVE_SECONDS", "300")),
@@ -90,14 +95,20 @@ def auth_secrets() -> AuthSecrets:
     arn = settings().auth_secret_arn
     if arn:
         secret = _secret(arn)
-        tokens = secret.get("tokens", [])
+        tokens = secret.get("tokens")
         signing_key = secret.get("signing_key") or None
     else:
-        tokens = (os.environ.get("API_TOKENS") or "").split(",")
+        tokens = [t for t in (os.environ.get("API_TOKENS") or "").split(",") if t.strip()]
         signing_key = _optional("SIGNING_KEY")
-    active = tuple(t.strip() for t in tokens if isinstance(t, str) and t.strip())
-    if not active:
-        raise ConfigError("no API token configured: set AUTH_SECRET_ARN or API_TOKENS")
+    # A string here would make each of its characters a token: refuse anything but
+    # a list of long enough strings, and fail closed.
+    if not isinstance(tokens, list) or not tokens:
+        raise ConfigError("the API tokens must be a non-empty JSON list of strings")
+    active = tuple(t.strip() for t in tokens if isinstance(t, str))
+    if len(active) != len(tokens) or any(len(t) < MIN_TOKEN_LENGTH for t in active):
+        raise ConfigError(f"every API token must be a string of at least {MIN_TOKEN_LENGTH} characters")
+    if signing_key is not None and (not isinstance(signing_key, str) or len(signing_key) < MIN_TOKEN_LENGTH):
+        raise ConfigError(f"the signing key must be a string of at least {MIN_TOKEN_LENGTH} characters")
     return AuthSecrets(active, signing_key)
 
 

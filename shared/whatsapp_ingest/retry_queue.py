@@ -2,62 +2,104 @@
 an SQS queue, and the replay function applies it later through the same SQL
 functions. They are idempotent, so a replay racing the orchestrator's own
 redelivery still stores everything once.
+
+A queued request keeps the time API Gateway received it: a status update with
+no event time of its own is ordered by it, so a late replay does not overwrite
+a newer state.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from whatsapp_ingest.config import settings
 from whatsapp_ingest.models import MessageReceived, QrUpdate, StatusUpdate
-from whatsapp_ingest.store import Store, get_store
+from whatsapp_ingest.store import InvalidData, SessionNotFound, Store, get_store
 
 
 class QueueUnavailable(Exception):
     """The request could not be queued either: the caller must retry (503)."""
 
 
-#: What each endpoint's queued body becomes, and which store operation applies it.
-OPERATIONS: dict[str, tuple[type[BaseModel], Any]] = {
-    "status_update": (StatusUpdate, Store.update_session_status),
-    "messages_received": (MessageReceived, Store.ingest_message),
-    "qr_update": (QrUpdate, Store.store_qr),
+#: Failures no retry will cure: the replay sets the request aside in the dead-letter queue.
+PERMANENT = (SessionNotFound, InvalidData, ValidationError)
+
+Operation = Callable[[Store, Any, datetime], dict[str, Any]]
+
+#: What each endpoint's queued body becomes, and how the store applies it.
+OPERATIONS: dict[str, tuple[type[BaseModel], Operation]] = {
+    "status_update": (StatusUpdate, lambda store, body, received_at: store.update_session_status(body, received_at)),
+    "messages_received": (MessageReceived, lambda store, body, _: store.ingest_message(body)),
+    "qr_update": (QrUpdate, lambda store, body, _: store.store_qr(body)),
 }
 
 
 @cache
-def _sqs() -> Any:
+def sqs() -> Any:
+    """The SQS client of this container, with short timeouts: a request must end within its Lambda timeout."""
     # Imported here: boto3 stays off the cold-start path until a queue is needed.
     import boto3
     from botocore.config import Config
 
-    timeout = settings().db_timeout_seconds
     return boto3.client(
-        "sqs", config=Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 2})
+        "sqs", config=Config(connect_timeout=2, read_timeout=2, retries={"total_max_attempts": 2, "mode": "standard"})
     )
 
 
-def defer(endpoint: str, body: dict[str, Any], request_id: str) -> None:
+def defer(endpoint: str, body: dict[str, Any], request_id: str, received_at: datetime) -> None:
     """Queue an already validated request body for replay."""
     url = settings().retry_queue_url
     if not url:
         raise QueueUnavailable("no retry queue configured (RETRY_QUEUE_URL)")
     from botocore.exceptions import BotoCoreError, ClientError
 
-    message = {"endpoint": endpoint, "body": body, "request_id": request_id}
+    message = {"endpoint": endpoint, "body": body, "request_id": request_id, "received_at": received_at.isoformat()}
     try:
-        _sqs().send_message(QueueUrl=url, MessageBody=json.dumps(message, ensure_ascii=False))
+        sqs().send_message(QueueUrl=url, MessageBody=json.dumps(message, ensure_ascii=False, separators=(",", ":")))
     except (BotoCoreError, ClientError) as exc:
         raise QueueUnavailable(type(exc).__name__) from exc
 
 
 def replay(message_body: str) -> dict[str, Any]:
-    """Apply one queued request; raises (so SQS retries it) while the database is down."""
+    """Apply one queued request. Raises StoreUnavailable while the database is down
+    (SQS retries it), or one of PERMANENT when it can never be applied."""
     message = json.loads(message_body)
     model, operation = OPERATIONS[message["endpoint"]]
-    result: dict[str, Any] = operation(get_store(), model.model_validate(message["body"]))
-    return result
+    received_at = datetime.fromisoformat(message.get("received_at") or datetime.now(UTC).isoformat())
+    return operation(get_store(), model.model_validate(message["body"]), received_at)
+
+
+def describe(message_body: str) -> dict[str, Any]:
+    """What a log line may say of a queued request: where it came from, not what it holds."""
+    try:
+        message = json.loads(message_body)
+        session_id = message.get("body", {}).get("session_id")
+        return {
+            "endpoint": message.get("endpoint"),
+            "request_id": message.get("request_id"),
+            "session_id": session_id if isinstance(session_id, str) else None,
+        }
+    except (ValueError, AttributeError):
+        return {}
+
+
+def set_aside(message_body: str) -> None:
+    """Move a request that can never be applied to the dead-letter queue, for a person to look at."""
+    url = settings().dead_letter_queue_url
+    if not url:
+        raise QueueUnavailable("no dead-letter queue configured (DEAD_LETTER_QUEUE_URL)")
+    sqs().send_message(QueueUrl=url, MessageBody=message_body)
+
+
+def back_off(receipt_handle: str, receives: int) -> None:
+    """Wait longer before each new try while the database is down: 1, 2, 4... minutes, at most an hour."""
+    url = settings().retry_queue_url
+    if url:
+        delay = min(60 * 2 ** max(receives - 1, 0), 3600)
+        sqs().change_message_visibility(QueueUrl=url, ReceiptHandle=receipt_handle, VisibilityTimeout=delay)

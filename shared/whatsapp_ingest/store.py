@@ -21,6 +21,8 @@ from uuid import UUID
 from whatsapp_ingest.config import ConfigError, DatabaseSecrets, Settings, database_secrets, settings
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from whatsapp_ingest.models import MessageReceived, QrUpdate, StatusUpdate
 
 
@@ -64,15 +66,19 @@ def _classify(sqlstate: str | None) -> type[StoreError]:
 class Store(ABC):
     """The three operations of the service. Subclasses only know how to call a function."""
 
-    def update_session_status(self, update: StatusUpdate) -> dict[str, Any]:
-        """Set the status and the optional fields sent; returns the session row and `stale`."""
+    def update_session_status(self, update: StatusUpdate, received_at: datetime) -> dict[str, Any]:
+        """Set the status and the optional fields sent; returns the session row and `stale`.
+
+        Ordered by the update's own event time, else by when the API received it,
+        so a request replayed from the retry queue cannot overwrite a newer state.
+        """
         return self._call(
             "whatsapp_update_session_status",
             {
                 "p_session_id": str(update.session_id),
                 "p_status": update.status,
                 "p_changes": update.changes(),
-                "p_event_at": update.event_time.isoformat() if update.event_time else None,
+                "p_event_at": (update.event_time or received_at).isoformat(),
             },
             update.session_id,
         )
@@ -137,6 +143,10 @@ class PostgresStore(Store):
         params["options"] = f"{params.get('options', '')} {timeout}".strip()
         params.setdefault("connect_timeout", max(1, round(self._timeout)))
         params.setdefault("application_name", APPLICATION_NAME)
+        # psycopg has no read timeout: a socket left half-open while the container
+        # was frozen must fail in seconds, not hang until the Lambda times out.
+        params.setdefault("tcp_user_timeout", int(self._timeout * 1000))
+        params.setdefault("keepalives_idle", 30)
         return psycopg.connect(
             make_conninfo("", **params),
             autocommit=True,  # the function call is the transaction
@@ -165,13 +175,22 @@ class PostgresStore(Store):
                     error = StoreUnavailable
                 if error is StoreUnavailable:
                     self._local.conn = None
-                    if reused and attempt == 1:
+                    # Reconnect once when a kept connection turns out dead; not after
+                    # a statement timeout, which would only wait as long again.
+                    if reused and attempt == 1 and exc.sqlstate != "57014":
                         continue
                 raise _error(error, session_id, exc) from exc
         raise AssertionError("unreachable")
 
 
-_UNAVAILABLE_CODES = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGRST003", "502", "503", "504"})
+def _classify_postgrest(code: str | None) -> type[StoreError]:
+    """Map a PostgREST error's code: a SQLSTATE, a PGRST code, or, for a body that
+    is not PostgREST's (a gateway in front of it), the HTTP status postgrest-py puts there."""
+    if code in ("PGRST000", "PGRST001", "PGRST002", "PGRST003"):  # the database or its pool is unreachable
+        return StoreUnavailable
+    if not code or (len(code) == 3 and code.isdecimal() and int(code) >= 500):  # a proxy, balancer or CDN failed
+        return StoreUnavailable
+    return _classify(code)
 
 
 class SupabaseStore(Store):
@@ -218,10 +237,7 @@ class SupabaseStore(Store):
             except httpx.TransportError as exc:  # refused, reset, timed out
                 failure: Exception = exc
             except APIError as exc:
-                code = exc.code or ""
-                # PGRST000-003: PostgREST cannot reach the database or its pool; a bare
-                # 502-504 is a gateway in front of it (postgrest-py puts the status in code).
-                kind = StoreUnavailable if code in _UNAVAILABLE_CODES else _classify(code)
+                kind = _classify_postgrest(exc.code)
                 if kind is not StoreUnavailable:
                     raise _error(kind, session_id, exc) from exc
                 failure = exc

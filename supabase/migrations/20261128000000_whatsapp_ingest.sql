@@ -112,10 +112,13 @@ create trigger chats_updated_at before update on public.chats
 --                            orchestrator sent: last_seen, phone_number,
 --                            whatsapp_user_id, own_wa_id, auth_folder_path,
 --                            server_port (a JSON null clears server_port)
---              p_event_at    when the orchestrator saw the change, or null
+--              p_event_at    when the change happened (the orchestrator's
+--                            timestamp, else when the API received it)
 --   Returns:   the session row as jsonb, plus "stale": true when p_event_at is
---              older than the state already stored (then nothing is written;
---              without an event time the last write wins)
+--              older than the state already stored (then nothing is written).
+--              An event time more than 5 minutes ahead of the database's clock
+--              is applied but not remembered, so one bad clock cannot make
+--              every later update stale.
 --   Errors:    PT404 when the session does not exist; 23514 / 22xxx when a
 --              value breaks a check (bad status, port out of range)
 -- ---------------------------------------------------------------------------
@@ -132,8 +135,10 @@ as $$
 declare
     v_session public.whatsapp_sessions;
 begin
-    -- The row lock orders concurrent updates of one session.
-    select * into v_session from public.whatsapp_sessions s where s.id = p_session_id for update;
+    -- The row lock orders concurrent updates of one session. NO KEY: it must not
+    -- block messages being stored for the session (their foreign key takes a
+    -- KEY SHARE lock on it).
+    select * into v_session from public.whatsapp_sessions s where s.id = p_session_id for no key update;
 
     if not found then
         raise exception 'session % not found', p_session_id using errcode = 'PT404';
@@ -145,7 +150,9 @@ begin
 
     update public.whatsapp_sessions s
        set status           = p_status,
-           status_event_at  = coalesce(p_event_at, s.status_event_at),
+           status_event_at  = case when p_event_at <= now() + interval '5 minutes'
+                                   then p_event_at
+                                   else s.status_event_at end,
            last_seen        = case when p_changes ? 'last_seen'
                                    then (p_changes ->> 'last_seen')::timestamptz
                                    else s.last_seen end,
@@ -196,7 +203,7 @@ as $$
 declare
     v_session public.whatsapp_sessions;
 begin
-    select * into v_session from public.whatsapp_sessions s where s.id = p_session_id for update;
+    select * into v_session from public.whatsapp_sessions s where s.id = p_session_id for no key update;
 
     if not found then
         raise exception 'session % not found', p_session_id using errcode = 'PT404';
@@ -208,7 +215,10 @@ begin
 
     update public.whatsapp_sessions s
        set status          = 'pending',
-           status_event_at = p_generated_at,
+           -- a time ahead of our clock is not remembered (see the function above)
+           status_event_at = case when p_generated_at <= now() + interval '5 minutes'
+                                  then p_generated_at
+                                  else s.status_event_at end,
            qr_code         = p_qr_code,
            qr_url          = p_qr_url,
            qr_generated_at = p_generated_at
@@ -269,6 +279,21 @@ begin
 
     if not found then
         raise exception 'session % not found', p_session_id using errcode = 'PT404';
+    end if;
+
+    -- A redelivery (the common retry) returns what was stored without touching
+    -- contacts or chats. Only a shortcut: the unique constraint below decides.
+    select m.* into v_message
+      from public.mensajes m
+     where m.session_id = p_session_id and m.whatsapp_message_id = p_message_id;
+
+    if found then
+        return jsonb_build_object(
+            'message',    to_jsonb(v_message),
+            'contact_id', v_message.contact_id,
+            'chat_id',    v_message.chat_id,
+            'duplicate',  true
+        );
     end if;
 
     -- Typed on the linked phone itself: the other party is the receiver.
@@ -341,6 +366,10 @@ revoke all on public.whatsapp_sessions, public.contacts, public.chats, public.me
 grant select, insert, update, delete
     on public.whatsapp_sessions, public.contacts, public.chats, public.mensajes
     to service_role;
+
+-- The identity sequences too: Supabase's default privileges grant them to the API roles.
+revoke all on sequence public.contacts_id_seq, public.chats_id_seq, public.mensajes_id_seq
+    from public, anon, authenticated;
 
 revoke execute on function
     public.set_updated_at(),
