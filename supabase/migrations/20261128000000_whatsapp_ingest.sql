@@ -384,8 +384,10 @@ grant execute on function
     to service_role;
 
 -- ---------------------------------------------------------------------------
--- Realtime: the CRM's frontend follows session states, QR codes and new
--- messages live.
+-- Realtime: session states, QR codes and new messages are published. Supabase
+-- delivers a change only to subscribers whom RLS lets read the row: with no
+-- policies here, that is the service role until the CRM adds owner-scoped
+-- select policies for its users (README, "Realtime and RLS").
 -- ---------------------------------------------------------------------------
 
 alter publication supabase_realtime add table public.whatsapp_sessions, public.mensajes;
