@@ -72,6 +72,7 @@ def envelope(status: int, message: str, data: Any = None, headers: dict[str, str
 
 
 def ok(message: str, data: Any) -> Reply:
+    """A 200 in the envelope: what every route answers when the store did its job."""
     return envelope(200, message, data)
 
 
