@@ -1,18 +1,20 @@
-"""The GitHub Actions workflows and the OIDC deploy role agree with the project and
+"""The GitHub Actions workflows and the OIDC deploy roles agree with the project and
 with the security rules: pinned actions, OIDC only where AWS is touched, no stored
-keys, and only commands, config envs and parameters that exist.
+keys, only commands, config envs and parameters that exist, and one deploy role per
+stage that trusts one subject and reaches only its own stage.
 
-actionlint runs too when it is installed in the venv (or on the PATH); cfn-lint
-checks deploy/github-oidc-role.yaml."""
+cfn-lint checks deploy/github-oidc-role.yaml."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
 import subprocess
 import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ OIDC_ROLE_TEMPLATE = REPO / "deploy" / "github-oidc-role.yaml"
 VENV_BIN = Path(sys.executable).parent
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
+#: The deploy role of each stage comes from its own repository variable (docs/DEPLOY.md).
+ROLE_VARIABLE = re.compile(r"\$\{\{\s*vars\.(?P<name>AWS_DEPLOY_ROLE_ARN_(?P<stage>DEV|PROD))\s*\}\}")
 USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<ref>[^\s#]+)\s*(?:#\s*(?P<comment>.*))?$")
 CONFIGURE_AWS = "aws-actions/configure-aws-credentials"
 
@@ -143,12 +147,6 @@ def makefile_targets() -> set[str]:
     return set(re.findall(r"^([A-Za-z0-9][\w.-]*)\s*:(?!=)", text, flags=re.MULTILINE))
 
 
-@pytest.fixture(scope="module")
-def oidc_role() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.load(OIDC_ROLE_TEMPLATE.read_text(encoding="utf-8"), Loader=gateway.CfnLoader)
-    return loaded
-
-
 def samconfig_stage(samconfig: dict[str, Any], env: str) -> str:
     overrides = samconfig[env]["deploy"]["parameters"]["parameter_overrides"]
     match = re.search(r'Stage="?(\w+)', overrides)
@@ -236,7 +234,9 @@ def test_aws_credentials_come_only_from_an_oidc_role_never_from_stored_keys() ->
             if str(step.get("uses", "")).startswith(CONFIGURE_AWS + "@"):
                 configured += 1
                 inputs = step.get("with") or {}
-                assert re.fullmatch(r"\$\{\{\s*(vars|secrets)\.AWS_DEPLOY_ROLE_ARN\s*\}\}", inputs["role-to-assume"])
+                assert ROLE_VARIABLE.fullmatch(inputs["role-to-assume"]), (
+                    f"{path.name} {name}: {inputs['role-to-assume']}"
+                )
                 assert inputs["aws-region"], f"{path.name} {name}: no aws-region"
                 assert set(inputs) <= {"role-to-assume", "role-session-name", "aws-region", "role-duration-seconds"}
     assert configured, "no job configures AWS credentials"
@@ -325,6 +325,47 @@ def test_the_prod_deploy_waits_in_the_production_environment_and_dev_in_none() -
             assert environment_name(job) is None, f"{name} must not run in an environment"
 
 
+def role_to_assume(job: dict[str, Any]) -> str:
+    (step,) = [s for s in steps(job) if str(s.get("uses", "")).startswith(CONFIGURE_AWS + "@")]
+    return str(step["with"]["role-to-assume"])
+
+
+def test_each_deploy_assumes_its_own_stages_role_and_only_prod_runs_in_production(
+    samconfig: dict[str, Any],
+) -> None:
+    # The roles enforce it (each trusts one OIDC subject); this keeps the workflow
+    # pointing each job at the role that will accept it.
+    seen = set()
+    for name, job, env, _ in deploy_jobs():
+        stage = samconfig_stage(samconfig, env)
+        match = ROLE_VARIABLE.fullmatch(role_to_assume(job))
+        assert match, f"{name}: {role_to_assume(job)}"
+        assert match["stage"] == stage.upper(), f"{name} deploys {stage} with {match['name']}"
+        if stage == "prod":
+            assert environment_name(job) == "production", f"{name}: the prod role trusts only the environment"
+        else:
+            assert environment_name(job) is None, f"{name}: the dev role trusts only ref:refs/heads/main"
+        seen.add(match["name"])
+    assert seen == {"AWS_DEPLOY_ROLE_ARN_DEV", "AWS_DEPLOY_ROLE_ARN_PROD"}
+
+
+def test_only_a_job_in_the_production_environment_mentions_the_prod_role() -> None:
+    for path, name, job in all_jobs():
+        if "AWS_DEPLOY_ROLE_ARN_PROD" in yaml.safe_dump(job):
+            assert environment_name(job) == "production", f"{path.name} {name}"
+    assert "AWS_DEPLOY_ROLE_ARN_PROD" not in (WORKFLOWS_DIR / "ci.yml").read_text(encoding="utf-8")
+
+
+def test_each_deploy_checks_its_role_variable_before_building() -> None:
+    for name, job, _, _ in deploy_jobs():
+        variable = ROLE_VARIABLE.fullmatch(role_to_assume(job))
+        assert variable, name
+        (check,) = [s for s in steps(job) if variable["name"] in str((s.get("env") or {}).values())]
+        (env_name,) = check["env"]
+        assert f"${{{env_name}:?" in check["run"] and variable["name"] in check["run"], name
+        assert steps(job).index(check) < next(i for i, s in enumerate(steps(job)) if "make build" in s.get("run", ""))
+
+
 def test_each_stage_deploys_in_its_own_concurrency_group_and_is_never_cancelled() -> None:
     groups = []
     for name, job, _, _ in deploy_jobs():
@@ -402,89 +443,404 @@ def test_every_repository_variable_the_workflows_read_is_documented_in_deploy_md
     assert sorted(v for v in used if v not in doc) == []
 
 
-# --- the OIDC deploy role -----------------------------------------------------------
+# --- the OIDC deploy roles ----------------------------------------------------------
+#
+# deploy/github-oidc-role.yaml is deployed once per stage. The tests resolve it as
+# CloudFormation would for each Stage value (Ref, Sub, If, conditions) and check
+# the resulting role: whom it trusts, and that it reaches this stage's resources
+# (named from template.yaml) and never the other stage's.
+
+STAGES = ("dev", "prod")
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+PSEUDO_PARAMETERS = {
+    "AWS::Partition": "aws",
+    "AWS::Region": REGION,
+    "AWS::AccountId": ACCOUNT,
+    "AWS::URLSuffix": "amazonaws.com",
+    "AWS::StackName": "a-stack",
+}
+GITHUB = {"GitHubOrg": "example-org", "GitHubRepo": "example-repo"}
+SUBJECT = {
+    "dev": "repo:example-org/example-repo:ref:refs/heads/main",
+    "prod": "repo:example-org/example-repo:environment:production",
+}
+NO_VALUE = object()
 
 
-def role_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
-    role = template["Resources"]["DeployRole"]["Properties"]
-    return [statement for policy in role["Policies"] for statement in policy["PolicyDocument"]["Statement"]]
+class TaggedCfnLoader(yaml.SafeLoader):
+    """Reads !Ref, !Sub, !If... as their long forms ({"Ref": x}, {"Fn::Sub": x}), so a template can be resolved."""
+
+
+def _tagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.MappingNode):
+        value = loader.construct_mapping(node, deep=True)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_scalar(node)  # type: ignore[arg-type]
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+TaggedCfnLoader.add_multi_constructor("!", _tagged)
+
+
+def load_tagged(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.load(path.read_text(encoding="utf-8"), Loader=TaggedCfnLoader)
+    return loaded
+
+
+class Resolver:
+    """The values CloudFormation would give a template's intrinsic functions, for given parameters.
+
+    A parameter without a value or default, a resource reference or an attribute
+    resolves to a placeholder such as <DeployRole.Arn>."""
+
+    def __init__(self, template: dict[str, Any], parameters: dict[str, str]) -> None:
+        self.template = template
+        self.values = {
+            name: str(parameters.get(name, spec.get("Default", f"<{name}>")))
+            for name, spec in (template.get("Parameters") or {}).items()
+        }
+        unknown = set(parameters) - set(self.values)
+        assert not unknown, f"not parameters of the template: {unknown}"
+
+    def ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return NO_VALUE
+        if name in self.values:
+            return self.values[name]
+        if name in PSEUDO_PARAMETERS:
+            return PSEUDO_PARAMETERS[name]
+        assert name in self.template["Resources"], f"!Ref to nothing: {name}"
+        return f"<{name}>"
+
+    def condition(self, name: str) -> bool:
+        return bool(self.resolve(self.template["Conditions"][name]))
+
+    def sub(self, argument: str | list[Any]) -> str:
+        text, variables = (argument, {}) if isinstance(argument, str) else (argument[0], argument[1])
+        variables = {k: self.resolve(v) for k, v in variables.items()}
+
+        def value(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in variables:
+                return str(variables[name])
+            if "." in name and name.split(".")[0] in self.template["Resources"]:
+                return f"<{name}>"
+            return str(self.ref(name))
+
+        return re.sub(r"\$\{(?!!)([^}]+)\}", value, text)
+
+    def resolve(self, node: Any) -> Any:
+        if isinstance(node, list):
+            return [v for v in (self.resolve(item) for item in node) if v is not NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            ((key, argument),) = node.items()
+            functions = {
+                "Ref": lambda a: self.ref(a),
+                "Condition": lambda a: self.condition(a),
+                "Fn::Sub": lambda a: self.sub(a),
+                "Fn::If": lambda a: self.resolve(a[1] if self.condition(a[0]) else a[2]),
+                "Fn::Equals": lambda a: self.resolve(a[0]) == self.resolve(a[1]),
+                "Fn::Not": lambda a: not self.resolve(a[0]),
+                "Fn::And": lambda a: all(self.resolve(c) for c in a),
+                "Fn::Or": lambda a: any(self.resolve(c) for c in a),
+                "Fn::GetAtt": lambda a: f"<{a[0]}.{a[1]}>",
+                "Fn::Join": lambda a: str(a[0]).join(str(v) for v in self.resolve(a[1])),
+                "Fn::Select": lambda a: self.resolve(a[1])[int(a[0])],
+            }
+            if key in functions:
+                return functions[key](argument)
+            if key.startswith("Fn::"):
+                return f"<{key}>"  # one the tests do not evaluate: never matches a name
+        return {k: v for k, v in ((k, self.resolve(v)) for k, v in node.items()) if v is not NO_VALUE}
+
+    def resources(self) -> dict[str, dict[str, Any]]:
+        """The resources that would exist, resolved."""
+        return {
+            name: self.resolve(resource)
+            for name, resource in self.template["Resources"].items()
+            if "Condition" not in resource or self.condition(resource["Condition"])
+        }
+
+
+def oidc_role_stack(stage: str, **parameters: str) -> dict[str, dict[str, Any]]:
+    """The resources of the role stack for `stage`, as CloudFormation would create them."""
+    return Resolver(load_tagged(OIDC_ROLE_TEMPLATE), {"Stage": stage, **GITHUB, **parameters}).resources()
+
+
+def deploy_role(stage: str) -> dict[str, Any]:
+    role: dict[str, Any] = oidc_role_stack(stage)["DeployRole"]["Properties"]
+    return role
+
+
+def role_statements(stage: str) -> list[dict[str, Any]]:
+    return [s for policy in deploy_role(stage)["Policies"] for s in policy["PolicyDocument"]["Statement"]]
 
 
 def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def test_the_role_trusts_only_this_repos_main_branch_version_tags_and_production_environment(
-    oidc_role: dict[str, Any],
-) -> None:
-    (trust,) = oidc_role["Resources"]["DeployRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+def iam_match(pattern: str, value: str) -> bool:
+    """IAM's wildcard match: * any run of characters (/ and : included), ? one character."""
+    return re.fullmatch(re.escape(pattern).replace(r"\*", ".*").replace(r"\?", "."), value) is not None
+
+
+def is_read_only(statement: dict[str, Any]) -> bool:
+    return all(re.match(r"(Describe|List|Get|Validate)", a.split(":")[1]) for a in as_list(statement["Action"]))
+
+
+def condition_arns(statement: dict[str, Any]) -> list[str]:
+    return [
+        arn
+        for operator, keys in (statement.get("Condition") or {}).items()
+        if operator.startswith("Arn")
+        for values in keys.values()
+        for arn in as_list(values)
+    ]
+
+
+def applies_to(action: str, arn: str) -> bool:
+    """Whether IAM evaluates `action` against an ARN of this kind: only one of its own service,
+    and an S3 object action never against a bucket, a bucket action never against an object."""
+    service = arn.split(":")[2]
+    if action.split(":")[0] != service:
+        return False
+    object_action = "Object" in action and "Bucket" not in action  # not s3:GetBucketObjectLockConfiguration
+    return service != "s3" or object_action == ("/" in arn.split(":::", 1)[1])
+
+
+@dataclass(frozen=True)
+class Target:
+    """Something a stage's sam deploy creates or changes, and the call that does it."""
+
+    what: str
+    action: str
+    arn: str
+    #: The ARN a condition sees (lambda:FunctionArn for an event source mapping), if any.
+    context: str | None = None
+
+
+def reaches(statement: dict[str, Any], target: Target, *, any_action: bool = False) -> bool:
+    """`statement` matches `target`: its call (with any_action: any call that applies to that
+    kind of ARN), one of its resource patterns, and its ARN conditions, if any, for the context."""
+    actions = [a for a in as_list(statement["Action"]) if applies_to(a, target.arn)]
+    if not (actions if any_action else target.action in actions):
+        return False
+    if not any(iam_match(r, target.arn) for r in as_list(statement["Resource"])):
+        return False
+    conditions = condition_arns(statement)
+    # Other conditions (iam:PassedToService, aws:ResourceAccount...) say nothing about the stage.
+    return any(iam_match(c, target.context or target.arn) for c in conditions) if conditions else True
+
+
+def allows(statements: list[dict[str, Any]], target: Target) -> bool:
+    """Some Allow statement grants the target's call and no Deny refuses it."""
+    allowed = any(reaches(s, target) for s in statements if s["Effect"] == "Allow")
+    return allowed and not any(reaches(s, target) for s in statements if s["Effect"] == "Deny")
+
+
+def stage_targets(stage: str) -> list[Target]:
+    """Everything the stage's sam deploy creates, named from template.yaml."""
+    app = Resolver(load_tagged(REPO / "template.yaml"), {"Stage": stage})
+    lam, sqs, logs, cw, cfn, sm = (
+        f"arn:aws:{service}:{REGION}:{ACCOUNT}:"
+        for service in ("lambda", "sqs", "logs", "cloudwatch", "cloudformation", "secretsmanager")
+    )
+    bucket = "arn:aws:s3:::aws-sam-cli-managed-default-samclisourcebucket-1a2b"
+    found = [
+        Target("stack", "cloudformation:ExecuteChangeSet", f"{cfn}stack/whatsapp-ingest-{stage}/1a2b"),
+        Target("artifact", "s3:PutObject", f"{bucket}/whatsapp-ingest-{stage}/9f8e"),
+        Target("auth secret", "secretsmanager:DescribeSecret", f"{sm}secret:whatsapp-ingest/{stage}/auth-AbC123"),
+    ]
+    for logical_id, resource in app.resources().items():
+        kind, props = resource["Type"], resource.get("Properties") or {}
+        if kind == "AWS::Serverless::Function":
+            function = f"{lam}function:{props['FunctionName']}"
+            role = f"arn:aws:iam::{ACCOUNT}:role/whatsapp-ingest-{stage}-{logical_id}Role-1A2B3C4D5E6F"
+            found += [
+                Target(logical_id, "lambda:CreateFunction", function),
+                Target(logical_id, "lambda:PublishVersion", f"{function}:1"),
+                Target(f"{logical_id} role", "iam:CreateRole", role),
+                Target(f"{logical_id} role", "iam:PutRolePolicy", role),
+                Target(f"{logical_id} role", "iam:PassRole", role),
+            ]
+            if any(event["Type"] == "SQS" for event in (props.get("Events") or {}).values()):
+                mapping = f"{lam}event-source-mapping:0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+                for action in ("lambda:CreateEventSourceMapping", "lambda:DeleteEventSourceMapping"):
+                    found.append(Target(f"{logical_id} queue mapping", action, mapping, context=function))
+        elif kind == "AWS::Serverless::LayerVersion":
+            found.append(Target(logical_id, "lambda:PublishLayerVersion", f"{lam}layer:{props['LayerName']}"))
+            found.append(Target(logical_id, "lambda:DeleteLayerVersion", f"{lam}layer:{props['LayerName']}:3"))
+        elif kind == "AWS::Serverless::HttpApi":
+            found.append(Target(logical_id, "apigateway:POST", f"arn:aws:apigateway:{REGION}::/apis"))
+            found.append(Target(logical_id, "apigateway:PATCH", f"arn:aws:apigateway:{REGION}::/apis/a1b2c3d4e5"))
+        elif kind == "AWS::SQS::Queue":
+            found.append(Target(logical_id, "sqs:CreateQueue", f"{sqs}{props['QueueName']}"))
+        elif kind == "AWS::CloudWatch::Alarm":
+            found.append(Target(logical_id, "cloudwatch:PutMetricAlarm", f"{cw}alarm:{props['AlarmName']}"))
+        elif kind == "AWS::Logs::LogGroup":
+            found.append(Target(logical_id, "logs:CreateLogGroup", f"{logs}log-group:{props['LogGroupName']}"))
+            found.append(Target(logical_id, "logs:PutRetentionPolicy", f"{logs}log-group:{props['LogGroupName']}:*"))
+    return found
+
+
+#: Resource types the deploy role was written for (docs/DEPLOY.md: extend the role for a new one).
+ROLE_COVERS = {
+    "AWS::Serverless::HttpApi",
+    "AWS::Serverless::LayerVersion",
+    "AWS::Serverless::Function",
+    "AWS::SQS::Queue",
+    "AWS::CloudWatch::Alarm",
+    "AWS::Logs::LogGroup",
+}
+#: The only statements that may reach the other stage's resources, because nothing in those
+#: ARNs names a stage (see the role template's comments).
+SHARED_STATEMENTS = {
+    "CloudWatchAlarmsDescribe": "DescribeAlarms: read-only",
+    "LambdaSqsEventSourceRead": "event source mappings by UUID: read and tag only",
+    "ApiGatewayHttpApis": "HTTP API IDs are random: a known gap",
+}
+
+
+def test_the_role_template_is_deployed_per_stage_and_the_stage_must_be_chosen() -> None:
+    parameters = load_tagged(OIDC_ROLE_TEMPLATE)["Parameters"]
+    assert parameters["Stage"]["AllowedValues"] == list(STAGES)
+    assert "Default" not in parameters["Stage"], "a forgotten Stage must fail, not deploy a dev role"
+    assert {stage: deploy_role(stage)["RoleName"] for stage in STAGES} == {
+        "dev": "github-actions-whatsapp-ingest-deploy-dev",
+        "prod": "github-actions-whatsapp-ingest-deploy-prod",
+    }
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_role_trusts_exactly_its_one_subject(stage: str) -> None:
+    (trust,) = deploy_role(stage)["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Effect"] == "Allow"
     assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
-    assert trust["Principal"]["Federated"].endswith(":oidc-provider/token.actions.githubusercontent.com")
-    assert trust["Condition"]["StringEquals"] == {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"}
-    subjects = trust["Condition"]["StringLike"]["token.actions.githubusercontent.com:sub"]
-    assert sorted(subjects) == sorted(
-        [
-            "repo:${GitHubOrg}/${GitHubRepo}:ref:refs/heads/main",
-            "repo:${GitHubOrg}/${GitHubRepo}:ref:refs/tags/v*",
-            "repo:${GitHubOrg}/${GitHubRepo}:environment:production",
-        ]
-    )
+    assert trust["Principal"] == {
+        "Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"
+    }
+    # Exact match of one subject: no StringLike, no list, no wildcard, no tag subject.
+    assert trust["Condition"] == {
+        "StringEquals": {
+            "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+            "token.actions.githubusercontent.com:sub": SUBJECT[stage],
+        }
+    }
 
 
-def test_the_oidc_provider_is_created_only_when_asked(oidc_role: dict[str, Any]) -> None:
-    provider = oidc_role["Resources"]["GitHubOidcProvider"]
-    assert provider["Type"] == "AWS::IAM::OIDCProvider"
-    assert provider["Condition"] == "ShouldCreateOidcProvider"
-    assert provider["Properties"]["Url"] == "https://token.actions.githubusercontent.com"
-    assert provider["Properties"]["ClientIdList"] == ["sts.amazonaws.com"]
-    assert oidc_role["Parameters"]["CreateOidcProvider"]["AllowedValues"] == ["true", "false"]
+def test_no_role_trusts_a_tag_and_each_stack_reports_its_subject() -> None:
+    assert "refs/tags" not in OIDC_ROLE_TEMPLATE.read_text(encoding="utf-8")
+    template = load_tagged(OIDC_ROLE_TEMPLATE)
+    for stage in STAGES:
+        outputs = Resolver(template, {"Stage": stage, **GITHUB}).resolve(template["Outputs"])
+        assert outputs["TrustedSubject"]["Value"] == SUBJECT[stage]
 
 
-def test_the_role_can_describe_secrets_but_never_read_them(oidc_role: dict[str, Any]) -> None:
-    actions = [a.lower() for s in role_statements(oidc_role) if s["Effect"] == "Allow" for a in as_list(s["Action"])]
+@pytest.mark.parametrize("create", ["true", "false"])
+def test_the_oidc_provider_is_created_only_when_asked(create: str) -> None:
+    parameters = load_tagged(OIDC_ROLE_TEMPLATE)["Parameters"]
+    assert parameters["CreateOidcProvider"]["AllowedValues"] == ["true", "false"]
+    for stage in STAGES:
+        stack = oidc_role_stack(stage, CreateOidcProvider=create)
+        assert ("GitHubOidcProvider" in stack) == (create == "true")
+        if create == "true":
+            provider = stack["GitHubOidcProvider"]
+            assert provider["Type"] == "AWS::IAM::OIDCProvider"
+            assert provider["Properties"]["Url"] == "https://token.actions.githubusercontent.com"
+            assert provider["Properties"]["ClientIdList"] == ["sts.amazonaws.com"]
+
+
+def test_template_yaml_uses_only_resource_types_the_deploy_role_was_written_for() -> None:
+    types = {r["Type"] for r in load_tagged(REPO / "template.yaml")["Resources"].values()}
+    assert sorted(types - ROLE_COVERS) == [], "extend deploy/github-oidc-role.yaml, then this list"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_role_can_deploy_everything_its_stack_creates(stage: str) -> None:
+    statements = role_statements(stage)
+    missing = [f"{t.what}: {t.action} {t.arn}" for t in stage_targets(stage) if not allows(statements, t)]
+    assert missing == []
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_role_cannot_touch_the_other_stages_resources(stage: str) -> None:
+    (other,) = set(STAGES) - {stage}
+    for statement in role_statements(stage):
+        if statement["Effect"] != "Allow" or (statement["Resource"] == "*" and not statement.get("Condition")):
+            continue  # calls that take no ARN: read-only (test_each_stage_role_acts_only_on_this_projects_names)
+        reached = sorted({f"{t.what}: {t.arn}" for t in stage_targets(other) if reaches(statement, t, any_action=True)})
+        if statement["Sid"] in SHARED_STATEMENTS:
+            continue
+        assert reached == [], f"the {stage} role's {statement['Sid']} reaches {other}: {reached}"
+    by_sid = {s["Sid"]: s for s in role_statements(stage)}
+    assert is_read_only(by_sid["CloudWatchAlarmsDescribe"])
+    # Changing or deleting a mapping is scoped by the function it feeds (LambdaSqsEventSourceChange).
+    assert {a.split(":")[1] for a in by_sid["LambdaSqsEventSourceRead"]["Action"]} <= {
+        "GetEventSourceMapping",
+        "TagResource",
+        "UntagResource",
+        "ListTags",
+    }
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_role_acts_only_on_this_projects_names(stage: str) -> None:
+    s = stage
+    # The shared ones: SAM's managed stack and bucket, the transform, HTTP APIs and
+    # event source mappings (random IDs), alarms for DescribeAlarms (read-only).
+    allowed_prefixes = {
+        "cloudformation": (f":stack/whatsapp-ingest-{s}/", ":stack/aws-sam-cli-managed-default/", ":transform/"),
+        "s3": (f":::aws-sam-cli-managed-default*/whatsapp-ingest-{s}/", ":::aws-sam-cli-managed-default"),
+        "lambda": (f":function:whatsapp-*-{s}", f":layer:whatsapp-ingest-{s}", ":event-source-mapping:"),
+        "iam": (f":role/whatsapp-ingest-{s}-", ":role/github-actions-whatsapp-ingest-deploy-"),
+        "logs": (":log-group:/aws/lambda/whatsapp-",),
+        "sqs": (f":whatsapp-ingest-retry-{s}", f":whatsapp-ingest-retry-dlq-{s}"),
+        "cloudwatch": (f":alarm:whatsapp-ingest-retry-dlq-not-empty-{s}", ":alarm:*"),
+        "secretsmanager": (f":secret:whatsapp-ingest/{s}/",),
+        "apigateway": ("::/apis", "::/tags/"),
+    }
+    for statement in role_statements(stage):
+        services = {action.split(":")[0] for action in as_list(statement["Action"])}
+        for resource in as_list(statement["Resource"]):
+            if resource == "*":
+                # On every resource: only reads (calls that take no ARN), or a write narrowed by a condition.
+                assert is_read_only(statement) or statement.get("Condition"), f"{statement['Sid']} writes everywhere"
+                continue
+            assert resource.startswith("arn:aws:") and "<" not in resource, f"{statement['Sid']}: {resource}"
+            for service in services:
+                assert any(p in resource for p in allowed_prefixes[service]), f"{statement['Sid']}: {resource}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_role_can_describe_its_secrets_but_never_read_them(stage: str) -> None:
+    statements = role_statements(stage)
+    actions = [a.lower() for s in statements if s["Effect"] == "Allow" for a in as_list(s["Action"])]
     assert [a for a in actions if a.startswith("secretsmanager:")] == ["secretsmanager:describesecret"]
     assert "secretsmanager:getsecretvalue" not in OIDC_ROLE_TEMPLATE.read_text(encoding="utf-8").lower()
 
 
-def test_the_role_allows_no_wildcard_actions_and_cannot_delete_stacks(oidc_role: dict[str, Any]) -> None:
-    for statement in role_statements(oidc_role):
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_role_allows_no_wildcard_actions_and_cannot_delete_stacks(stage: str) -> None:
+    for statement in role_statements(stage):
         for action in as_list(statement["Action"]):
             assert "*" not in action, f"{statement['Sid']}: {action}"
             assert action.lower() != "cloudformation:deletestack"
 
 
-def test_the_role_acts_only_on_this_projects_names(oidc_role: dict[str, Any]) -> None:
-    allowed_prefixes = {
-        "cloudformation": (":stack/whatsapp-ingest-*/", ":stack/aws-sam-cli-managed-default/", ":transform/"),
-        "s3": (":::aws-sam-cli-managed-default",),
-        "lambda": (":function:whatsapp-", ":layer:whatsapp-", ":event-source-mapping:"),
-        "iam": (":role/whatsapp-ingest-", ":role/${RoleName}"),
-        "logs": (":log-group:/aws/lambda/whatsapp-",),
-        "sqs": (":whatsapp-ingest-",),
-        "cloudwatch": (":alarm:whatsapp-", ":alarm:*"),
-        "secretsmanager": (":secret:whatsapp-ingest/",),
-        "apigateway": ("::/apis", "::/tags/"),
-    }
-    for statement in role_statements(oidc_role):
-        services = {action.split(":")[0] for action in as_list(statement["Action"])}
-        for resource in as_list(statement["Resource"]):
-            if resource == "*":
-                # On every resource: only reads (calls that take no ARN), or a write narrowed by a condition.
-                read_only = all(
-                    re.match(r"(Describe|List|Get|Validate)", action.split(":")[1])
-                    for action in as_list(statement["Action"])
-                )
-                assert read_only or statement.get("Condition"), f"{statement['Sid']} writes on every resource"
-                continue
-            for service in services:
-                assert any(p in resource for p in allowed_prefixes[service]), f"{statement['Sid']}: {resource}"
-
-
-def test_the_role_passes_roles_to_lambda_only_and_attaches_no_arbitrary_managed_policy(
-    oidc_role: dict[str, Any],
-) -> None:
-    by_sid = {s["Sid"]: s for s in role_statements(oidc_role)}
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_role_passes_roles_to_lambda_only_and_attaches_no_arbitrary_managed_policy(stage: str) -> None:
+    by_sid = {s["Sid"]: s for s in role_statements(stage)}
     assert by_sid["IamPassStackRolesToLambda"]["Condition"] == {
         "StringEquals": {"iam:PassedToService": "lambda.amazonaws.com"}
     }
@@ -493,14 +849,42 @@ def test_the_role_passes_roles_to_lambda_only_and_attaches_no_arbitrary_managed_
     assert not any("Administrator" in arn or "FullAccess" in arn for arn in attachable)
 
 
-def test_the_role_can_never_edit_itself(oidc_role: dict[str, Any]) -> None:
-    role_name = oidc_role["Parameters"]["RoleName"]
-    assert not role_name["Default"].startswith("whatsapp-ingest-")
-    assert re.match(role_name["AllowedPattern"], "whatsapp-ingest-deploy") is None
-    assert re.match(role_name["AllowedPattern"], role_name["Default"])
-    deny = next(s for s in role_statements(oidc_role) if s["Effect"] == "Deny")
-    assert deny["Resource"].endswith(":role/${RoleName}")
-    assert {"iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy"} <= set(deny["Action"])
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_deploy_role_can_edit_itself_or_the_other_stages_role(stage: str) -> None:
+    prefix = load_tagged(OIDC_ROLE_TEMPLATE)["Parameters"]["RoleNamePrefix"]
+    assert not prefix["Default"].startswith("whatsapp-ingest-")
+    assert re.match(prefix["AllowedPattern"], "whatsapp-ingest-deploy") is None
+    assert re.match(prefix["AllowedPattern"], prefix["Default"])
+    statements = role_statements(stage)
+    for target in STAGES:
+        arn = f"arn:aws:iam::{ACCOUNT}:role/{deploy_role(target)['RoleName']}"
+        for action in ("iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy", "iam:DeleteRole"):
+            assert not allows(statements, Target("deploy role", action, arn)), f"{stage} role may {action} {arn}"
+        deny = [s for s in statements if s["Effect"] == "Deny" and arn in as_list(s["Resource"])]
+        assert deny, f"{stage} role: no explicit deny on {arn}"
+        assert {"iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy"} <= set(deny[0]["Action"])
+
+
+# --- docs/DEPLOY.md -----------------------------------------------------------------
+
+
+def auth_secret_examples() -> list[dict[str, Any]]:
+    """The JSON of every `--secret-string` that DEPLOY.md stores in a whatsapp-ingest/<stage>/auth secret."""
+    doc = (REPO / "docs" / "DEPLOY.md").read_text(encoding="utf-8")
+    commands = re.findall(r"--name whatsapp-ingest/\w+/auth\b.*?--secret-string '([^']*)'", doc, flags=re.DOTALL)
+    return [json.loads(c) for c in commands]
+
+
+def test_deploy_md_shows_an_auth_secret_with_tokens_only_and_one_with_a_signing_key() -> None:
+    examples = auth_secret_examples()
+    assert sorted(sorted(e) for e in examples) == [["signing_key", "tokens"], ["tokens"]]
+    for example in examples:
+        assert isinstance(example["tokens"], list) and example["tokens"]
+        assert all(isinstance(token, str) for token in example["tokens"])
+        # Pasted as is, a placeholder such as "<optional>" would turn signing on.
+        assert "optional" not in str(example.get("signing_key", "")).lower()
+    doc = (REPO / "docs" / "DEPLOY.md").read_text(encoding="utf-8")
+    assert "at least 16 characters" in doc
 
 
 # --- linters ------------------------------------------------------------------------
