@@ -1,7 +1,8 @@
 """The GitHub Actions workflows and the OIDC deploy roles agree with the project and
 with the security rules: pinned actions, OIDC only where AWS is touched, no stored
 keys, only commands, config envs and parameters that exist, and one deploy role per
-stage that trusts one subject and reaches only its own stage.
+stage that trusts one subject, reaches only its own stage and creates roles only
+within its stage's permissions boundary.
 
 cfn-lint checks deploy/github-oidc-role.yaml."""
 
@@ -412,10 +413,17 @@ def test_deploy_overrides_restate_the_stage_of_their_samconfig_env(samconfig: di
         assert parameter_overrides(command).get("Stage") == samconfig_stage(samconfig, env), name
 
 
-def test_deploy_passes_the_supabase_url_the_secret_arns_and_the_alarm_topic_from_stage_variables() -> None:
+def test_deploy_passes_the_supabase_url_the_secret_arns_the_alarm_topic_and_the_boundary_from_stage_variables() -> None:
     for name, job, env, command in deploy_jobs():
         overrides = parameter_overrides(command)
-        assert set(overrides) == {"Stage", "SupabaseUrl", "AuthSecretArn", "DatabaseSecretArn", "AlarmTopicArn"}, name
+        assert set(overrides) == {
+            "Stage",
+            "SupabaseUrl",
+            "AuthSecretArn",
+            "DatabaseSecretArn",
+            "AlarmTopicArn",
+            "PermissionsBoundaryArn",
+        }, name
         (deploy_step,) = [s for s in steps(job) if re.search(r"\bsam\s+deploy\b", s.get("run", ""))]
         step_env = deploy_step.get("env") or {}
         prefix = "DEV_" if env == "default" else "PROD_"
@@ -424,9 +432,44 @@ def test_deploy_passes_the_supabase_url_the_secret_arns_and_the_alarm_topic_from
             "AuthSecretArn": "AUTH_SECRET_ARN",
             "DatabaseSecretArn": "DATABASE_SECRET_ARN",
             "AlarmTopicArn": "ALARM_TOPIC_ARN",
+            "PermissionsBoundaryArn": "PERMISSIONS_BOUNDARY_ARN",
         }.items():
             assert overrides[parameter] == f"${{{variable}}}", f"{name}: {parameter}"
             assert step_env[variable] == f"${{{{ vars.{prefix}{variable} }}}}", f"{name}: {variable}"
+        # Never deployed without it: the deploy role would refuse to create or change the stack's roles.
+        assert "${PERMISSIONS_BOUNDARY_ARN:?" in deploy_step["run"], name
+
+
+def run_check(script: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-e", "-c", script], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_each_deploy_checks_its_stages_permissions_boundary_variable_before_building(
+    samconfig: dict[str, Any],
+) -> None:
+    seen = set()
+    for name, job, env, _ in deploy_jobs():
+        stage = samconfig_stage(samconfig, env)
+        variable = f"{stage.upper()}_PERMISSIONS_BOUNDARY_ARN"
+        (check,) = [
+            s
+            for s in steps(job)
+            if variable in str((s.get("env") or {}).values()) and not re.search(r"\bsam\s+deploy\b", s["run"])
+        ]
+        ((env_name, value),) = check["env"].items()
+        assert value == f"${{{{ vars.{variable} }}}}", name
+        build = next(i for i, s in enumerate(steps(job)) if "make build" in s.get("run", ""))
+        assert steps(job).index(check) < build, f"{name}: check {variable} before building"
+        # Unset, or another stage's boundary: a clear failure. This stage's: on to the build.
+        own, other = boundary_arn(stage), boundary_arn(next(s for s in STAGES if s != stage))
+        assert run_check(check["run"], **{env_name: own}).returncode == 0, name
+        for wrong in ("", other, "arn:aws:iam::aws:policy/AdministratorAccess"):
+            failed = run_check(check["run"], **{env_name: wrong})
+            assert failed.returncode != 0 and variable in failed.stdout + failed.stderr, f"{name}: {wrong!r}"
+        seen.add(variable)
+    assert seen == {"DEV_PERMISSIONS_BOUNDARY_ARN", "PROD_PERMISSIONS_BOUNDARY_ARN"}
 
 
 def test_every_parameter_the_deploy_overrides_is_declared_in_template_yaml() -> None:
@@ -518,6 +561,13 @@ class Resolver:
         if name in PSEUDO_PARAMETERS:
             return PSEUDO_PARAMETERS[name]
         assert name in self.template["Resources"], f"!Ref to nothing: {name}"
+        resource = self.template["Resources"][name]
+        properties = resource.get("Properties") or {}
+        if resource["Type"] == "AWS::IAM::ManagedPolicy" and "ManagedPolicyName" in properties:
+            # CloudFormation's Ref of a managed policy is its ARN.
+            path = self.resolve(properties.get("Path", "/"))
+            policy_name = self.resolve(properties["ManagedPolicyName"])
+            return f"arn:{self.ref('AWS::Partition')}:iam::{self.ref('AWS::AccountId')}:policy{path}{policy_name}"
         return f"<{name}>"
 
     def condition(self, name: str) -> bool:
@@ -626,8 +676,25 @@ class Target:
     what: str
     action: str
     arn: str
-    #: The ARN a condition sees (lambda:FunctionArn for an event source mapping), if any.
+    #: The ARN a condition sees (lambda:FunctionArn for an event source mapping,
+    #: iam:PolicyARN for an attached policy), if any.
     context: str | None = None
+    #: For a role: the permissions boundary the call sets or the role has (iam:PermissionsBoundary), if any.
+    boundary: str | None = None
+
+
+def boundary_condition_holds(statement: dict[str, Any], target: Target) -> bool:
+    """The statement's iam:PermissionsBoundary conditions, if any, for the target's boundary.
+    IAM: a missing key fails StringEquals and satisfies StringNotEquals."""
+    for operator, keys in (statement.get("Condition") or {}).items():
+        for key, values in keys.items():
+            if key.lower() != "iam:permissionsboundary":
+                continue
+            assert operator in {"StringEquals", "StringNotEquals"}, f"{statement['Sid']}: {operator}"
+            matches = target.boundary in as_list(values)
+            if matches != (operator == "StringEquals"):
+                return False
+    return True
 
 
 def reaches(statement: dict[str, Any], target: Target, *, any_action: bool = False) -> bool:
@@ -638,6 +705,8 @@ def reaches(statement: dict[str, Any], target: Target, *, any_action: bool = Fal
         return False
     if not any(iam_match(r, target.arn) for r in as_list(statement["Resource"])):
         return False
+    if not boundary_condition_holds(statement, target):
+        return False
     conditions = condition_arns(statement)
     # Other conditions (iam:PassedToService, aws:ResourceAccount...) say nothing about the stage.
     return any(iam_match(c, target.context or target.arn) for c in conditions) if conditions else True
@@ -647,6 +716,17 @@ def allows(statements: list[dict[str, Any]], target: Target) -> bool:
     """Some Allow statement grants the target's call and no Deny refuses it."""
     allowed = any(reaches(s, target) for s in statements if s["Effect"] == "Allow")
     return allowed and not any(reaches(s, target) for s in statements if s["Effect"] == "Deny")
+
+
+#: The calls that create a role or change its permissions, other than attaching a managed policy.
+BOUNDED_ROLE_WRITES = ("iam:CreateRole", "iam:PutRolePermissionsBoundary", "iam:PutRolePolicy", "iam:DeleteRolePolicy")
+#: Every call that creates a role or changes its permissions: each needs the stage's boundary.
+ROLE_WRITES = (*BOUNDED_ROLE_WRITES, "iam:AttachRolePolicy", "iam:DetachRolePolicy")
+BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+
+
+def boundary_arn(stage: str) -> str:
+    return f"arn:aws:iam::{ACCOUNT}:policy/whatsapp-ingest-{stage}-function-boundary"
 
 
 def stage_targets(stage: str) -> list[Target]:
@@ -667,12 +747,15 @@ def stage_targets(stage: str) -> list[Target]:
         if kind == "AWS::Serverless::Function":
             function = f"{lam}function:{props['FunctionName']}"
             role = f"arn:aws:iam::{ACCOUNT}:role/whatsapp-ingest-{stage}-{logical_id}Role-1A2B3C4D5E6F"
+            # The deploy passes the stage's boundary (PermissionsBoundaryArn), so every role has it.
+            boundary = boundary_arn(stage)
             found += [
                 Target(logical_id, "lambda:CreateFunction", function),
                 Target(logical_id, "lambda:PublishVersion", f"{function}:1"),
-                Target(f"{logical_id} role", "iam:CreateRole", role),
-                Target(f"{logical_id} role", "iam:PutRolePolicy", role),
                 Target(f"{logical_id} role", "iam:PassRole", role),
+                *(Target(f"{logical_id} role", a, role, boundary=boundary) for a in BOUNDED_ROLE_WRITES),
+                Target(f"{logical_id} role", "iam:AttachRolePolicy", role, context=BASIC_EXECUTION, boundary=boundary),
+                Target(f"{logical_id} role", "iam:DetachRolePolicy", role, context=BASIC_EXECUTION, boundary=boundary),
             ]
             if any(event["Type"] == "SQS" for event in (props.get("Events") or {}).values()):
                 mapping = f"{lam}event-source-mapping:0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
@@ -803,7 +886,12 @@ def test_each_stage_role_acts_only_on_this_projects_names(stage: str) -> None:
         "cloudformation": (f":stack/whatsapp-ingest-{s}/", ":stack/aws-sam-cli-managed-default/", ":transform/"),
         "s3": (f":::aws-sam-cli-managed-default*/whatsapp-ingest-{s}/", ":::aws-sam-cli-managed-default"),
         "lambda": (f":function:whatsapp-*-{s}", f":layer:whatsapp-ingest-{s}", ":event-source-mapping:"),
-        "iam": (f":role/whatsapp-ingest-{s}-", ":role/github-actions-whatsapp-ingest-deploy-"),
+        "iam": (
+            f":role/whatsapp-ingest-{s}-",
+            ":role/github-actions-whatsapp-ingest-deploy-",
+            # Denied only (DenyChangingTheBoundaryPolicies): both stages' boundaries.
+            *(f":policy/whatsapp-ingest-{each}-function-boundary" for each in STAGES),
+        ),
         "logs": (":log-group:/aws/lambda/whatsapp-",),
         "sqs": (f":whatsapp-ingest-retry-{s}", f":whatsapp-ingest-retry-dlq-{s}"),
         "cloudwatch": (f":alarm:whatsapp-ingest-retry-dlq-not-empty-{s}", ":alarm:*"),
@@ -827,7 +915,12 @@ def test_each_stage_role_can_describe_its_secrets_but_never_read_them(stage: str
     statements = role_statements(stage)
     actions = [a.lower() for s in statements if s["Effect"] == "Allow" for a in as_list(s["Action"])]
     assert [a for a in actions if a.startswith("secretsmanager:")] == ["secretsmanager:describesecret"]
-    assert "secretsmanager:getsecretvalue" not in OIDC_ROLE_TEMPLATE.read_text(encoding="utf-8").lower()
+    # The one GetSecretValue in the template is the functions' boundary, which grants nothing by
+    # itself, is attached to no one and can be attached by no one (test_the_boundary_is_...).
+    text = OIDC_ROLE_TEMPLATE.read_text(encoding="utf-8").lower()
+    assert text.count("secretsmanager:getsecretvalue") == 1
+    (boundary,) = [r for r in oidc_role_stack(stage).values() if r["Type"] == "AWS::IAM::ManagedPolicy"]
+    assert "secretsmanager:GetSecretValue" in json.dumps(boundary)
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -863,6 +956,197 @@ def test_no_deploy_role_can_edit_itself_or_the_other_stages_role(stage: str) -> 
         deny = [s for s in statements if s["Effect"] == "Deny" and arn in as_list(s["Resource"])]
         assert deny, f"{stage} role: no explicit deny on {arn}"
         assert {"iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy"} <= set(deny[0]["Action"])
+
+
+# --- the permissions boundary of the stack's roles ----------------------------------
+#
+# The deploy role must create its stack's roles and write their policies. Without a
+# limit it could create a whatsapp-ingest-<stage>-* role with any policy, pass it to a
+# function and act as that function: admin, and from there the other stage. So each
+# stage has a boundary policy (what its functions need, nothing more), and the role may
+# create or change a role's permissions only with that boundary.
+
+
+def boundary_policy(stage: str) -> dict[str, Any]:
+    (boundary,) = [r for r in oidc_role_stack(stage).values() if r["Type"] == "AWS::IAM::ManagedPolicy"]
+    return boundary
+
+
+def boundary_statements(stage: str) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = boundary_policy(stage)["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+def function_needs(stage: str) -> list[Target]:
+    """Every call the stage's functions make with their roles (template.yaml): their own
+    policies, then what SAM's managed policies are there for: writing to the function's log
+    group, and for an SQS event source, Lambda polling the queue. X-Ray is checked apart
+    (its calls take no ARN)."""
+    sm = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:whatsapp-ingest/{stage}"
+    parameters = {"Stage": stage, "AuthSecretArn": f"{sm}/auth-AbC123", "DatabaseSecretArn": f"{sm}/database-DeF456"}
+    resources = Resolver(load_tagged(REPO / "template.yaml"), parameters).resources()
+    # What the Resolver leaves as placeholders: queue ARNs, log group names.
+    known = {
+        **{
+            f"<{q}.Arn>": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{r['Properties']['QueueName']}"
+            for q, r in resources.items()
+            if r["Type"] == "AWS::SQS::Queue"
+        },
+        **{
+            f"<{g}>": r["Properties"]["LogGroupName"]
+            for g, r in resources.items()
+            if r["Type"] == "AWS::Logs::LogGroup"
+        },
+    }
+    needs = []
+    for logical_id, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        props = resource["Properties"]
+        for policy in props.get("Policies") or []:
+            for statement in policy["Statement"]:
+                assert statement["Effect"] == "Allow", f"{logical_id}: {statement}"
+                for action in as_list(statement["Action"]):
+                    for arn in as_list(statement["Resource"]):
+                        needs.append(Target(logical_id, action, known.get(arn, arn)))
+        group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{known[props['LoggingConfig']['LogGroup']]}"
+        needs += [
+            Target(f"{logical_id} logs", "logs:CreateLogStream", f"{group}:log-stream:2025/01/01/[$LATEST]0a1b"),
+            Target(f"{logical_id} logs", "logs:PutLogEvents", f"{group}:log-stream:2025/01/01/[$LATEST]0a1b"),
+        ]
+        for event in (props.get("Events") or {}).values():
+            if event["Type"] == "SQS":
+                queue = known[event["Properties"]["Queue"]]
+                for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+                    needs.append(Target(f"{logical_id} queue", action, queue))
+            else:
+                assert event["Type"] == "HttpApi", f"{logical_id}: the boundary knows no {event['Type']} event"
+    return needs
+
+
+def test_every_role_the_app_stack_creates_gets_the_boundary_parameter() -> None:
+    """The SAM transform of template.yaml, as CloudFormation runs it: every AWS::IAM::Role it
+    creates (the four functions' roles; nothing else makes one) carries PermissionsBoundaryArn."""
+    translator = pytest.importorskip("samtranslator.translator.translator")
+    parser = pytest.importorskip("samtranslator.parser.parser")
+    template = load_tagged(REPO / "template.yaml")
+    for resource in template["Resources"].values():  # local paths: sam deploy uploads them to S3
+        for key in ("CodeUri", "ContentUri"):
+            if key in (resource.get("Properties") or {}):
+                resource["Properties"][key] = "s3://bucket/key"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_DEFAULT_REGION", REGION)
+        transformed = translator.Translator({}, parser.Parser()).translate(
+            template, parameter_values={"Stage": "dev", "PermissionsBoundaryArn": boundary_arn("dev")}
+        )
+    roles = {name: r for name, r in transformed["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
+    functions = [name for name, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"]
+    assert sorted(roles) == sorted(f"{name}Role" for name in functions)
+    for name, role in roles.items():
+        assert role["Properties"].get("PermissionsBoundary") == {
+            "Fn::If": ["HasPermissionsBoundary", {"Ref": "PermissionsBoundaryArn"}, {"Ref": "AWS::NoValue"}]
+        }, name
+    assert template["Conditions"]["HasPermissionsBoundary"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "PermissionsBoundaryArn"}, ""]}]
+    }
+
+
+def test_the_boundary_is_a_stage_policy_attached_to_no_one() -> None:
+    for stage in STAGES:
+        boundary = boundary_policy(stage)["Properties"]
+        assert boundary["ManagedPolicyName"] == f"whatsapp-ingest-{stage}-function-boundary"
+        # A boundary grants nothing by itself; attached as a permissions policy it would.
+        assert not {"Roles", "Users", "Groups", "Path"} & set(boundary), stage
+        outputs = Resolver(load_tagged(OIDC_ROLE_TEMPLATE), {"Stage": stage, **GITHUB}).resolve(
+            load_tagged(OIDC_ROLE_TEMPLATE)["Outputs"]
+        )
+        assert outputs["FunctionBoundaryArn"]["Value"] == boundary_arn(stage)
+        assert f"{stage.upper()}_PERMISSIONS_BOUNDARY_ARN" in outputs["FunctionBoundaryArn"]["Description"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_boundary_allows_what_its_functions_need_and_nothing_more(stage: str) -> None:
+    statements = boundary_statements(stage)
+    assert all(s["Effect"] == "Allow" and set(s) == {"Sid", "Effect", "Action", "Resource"} for s in statements)
+    needs = function_needs(stage)
+    assert [f"{t.what}: {t.action} {t.arn}" for t in needs if not allows(statements, t)] == []
+    # Nothing more: no action the functions do not use...
+    allowed = {a for s in statements for a in as_list(s["Action"])}
+    xray = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}  # Tracing: Active
+    assert allowed == {t.action for t in needs} | xray
+    # ...and "*" only for X-Ray, whose calls take no ARN.
+    for statement in statements:
+        if "*" in as_list(statement["Resource"]):
+            assert statement["Resource"] == "*" and set(as_list(statement["Action"])) == xray, statement["Sid"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_boundary_is_scoped_to_its_stage(stage: str) -> None:
+    (other,) = set(STAGES) - {stage}
+    statements = boundary_statements(stage)
+    reached = [f"{t.what}: {t.action} {t.arn}" for t in function_needs(other) if allows(statements, t)]
+    assert reached == [], f"the {stage} boundary lets a role reach {other}"
+    for statement in statements:
+        for resource in as_list(statement["Resource"]):
+            if resource != "*":
+                service = as_list(statement["Action"])[0].split(":")[0]
+                assert resource.startswith(f"arn:aws:{service}:{REGION}:{ACCOUNT}:"), resource
+                assert stage in resource and other not in resource, f"{statement['Sid']}: {resource}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_role_write_of_each_deploy_role_requires_its_stages_boundary(stage: str) -> None:
+    (other,) = set(STAGES) - {stage}
+    statements = role_statements(stage)
+    writes = {a.lower() for a in ROLE_WRITES}
+    granted = set()
+    for statement in statements:
+        actions = {a.lower() for a in as_list(statement["Action"])} & writes
+        if statement["Effect"] != "Allow" or not actions:
+            continue
+        granted |= actions
+        # IAM's delegation pattern: the call must set, or the role already have, exactly this boundary.
+        assert statement["Condition"]["StringEquals"]["iam:PermissionsBoundary"] == boundary_arn(stage), statement
+        assert statement["Resource"] == f"arn:aws:iam::{ACCOUNT}:role/whatsapp-ingest-{stage}-*", statement["Sid"]
+    assert granted == writes, "the deploy needs every one of them, with the boundary"
+    # The escalation the boundary closes: a stage role without this boundary (none, the other
+    # stage's, any other) can be neither created nor given a policy, nor given another boundary.
+    role = f"arn:aws:iam::{ACCOUNT}:role/whatsapp-ingest-{stage}-Escalate"
+    admin = "arn:aws:iam::aws:policy/AdministratorAccess"
+    for action in ROLE_WRITES:
+        context = BASIC_EXECUTION if "Attach" in action or "Detach" in action else None
+        assert allows(statements, Target("role", action, role, context=context, boundary=boundary_arn(stage)))
+        for boundary in (None, boundary_arn(other), admin):
+            target = Target("role", action, role, context=context, boundary=boundary)
+            assert not allows(statements, target), f"{stage} role may {action} with boundary {boundary}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_deploy_role_can_neither_remove_a_boundary_nor_change_a_boundary_policy(stage: str) -> None:
+    statements = role_statements(stage)
+    role = f"arn:aws:iam::{ACCOUNT}:role/whatsapp-ingest-{stage}-ReplayFunctionRole-1A2B3C4D5E6F"
+    remove = Target("role", "iam:DeleteRolePermissionsBoundary", role, boundary=boundary_arn(stage))
+    (deny,) = [s for s in statements if s["Effect"] == "Deny" and reaches(s, remove)]
+    assert "Condition" not in deny, "unconditional"
+    edits = ("iam:CreatePolicyVersion", "iam:DeletePolicy", "iam:SetDefaultPolicyVersion", "iam:DeletePolicyVersion")
+    for each in STAGES:
+        (deny,) = [
+            s
+            for s in statements
+            if s["Effect"] == "Deny" and boundary_arn(each) in as_list(s["Resource"]) and "Condition" not in s
+        ]
+        assert set(edits) <= set(deny["Action"]), f"{stage} role: {each} boundary"
+    # And nothing allows them, nor any other call on a policy.
+    for statement in statements:
+        if statement["Effect"] == "Allow":
+            actions = {a.lower() for a in as_list(statement["Action"])}
+            assert not actions & {a.lower() for a in (*edits, "iam:DeleteRolePermissionsBoundary")}, statement["Sid"]
+            assert not any(":policy/" in r and ":iam::aws:" not in r for r in as_list(statement["Resource"]))
+    # Belt and braces: whatever else is allowed, no role write without exactly this boundary.
+    (guard,) = [s for s in statements if s["Effect"] == "Deny" and "StringNotEquals" in (s.get("Condition") or {})]
+    assert guard["Condition"] == {"StringNotEquals": {"iam:PermissionsBoundary": boundary_arn(stage)}}
+    assert {a.lower() for a in guard["Action"]} == {a.lower() for a in ROLE_WRITES}
+    assert guard["Resource"] == f"arn:aws:iam::{ACCOUNT}:role/whatsapp-ingest-{stage}-*"
 
 
 # --- docs/DEPLOY.md -----------------------------------------------------------------
