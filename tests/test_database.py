@@ -13,6 +13,8 @@ from local import database
 
 TABLES = ["whatsapp_sessions", "contacts", "chats", "mensajes"]
 FUNCTIONS = {
+    "whatsapp_lock_session": f"'{SESSION_ID}'",
+    "whatsapp_event_time_to_keep": "now(), null",
     "whatsapp_update_session_status": f"'{SESSION_ID}', 'connected', '{{}}'",
     "whatsapp_store_qr": f"'{SESSION_ID}', 'qr', null, now()",
     "whatsapp_ingest_message": f"'{SESSION_ID}', 'm1', '5215512345678', '5215500000001', 'text', 'hi', "

@@ -133,3 +133,13 @@ def test_newer_or_untimed_updates_apply_last_write_wins(invoke: Invoke, db: Any)
 
     assert newer.body["data"]["stale"] is False and untimed.body["data"]["stale"] is False
     assert session(db)["status"] == "disconnected"
+
+
+def test_an_event_time_far_ahead_of_our_clock_does_not_make_later_updates_stale(invoke: Invoke, db: Any) -> None:
+    ahead = invoke("status_update/valid", body={"session_id": SESSION_ID, "status": "expired", "timestamp": 4102444800})
+    later = invoke(
+        "status_update/valid", body={"session_id": SESSION_ID, "status": "connected", "timestamp": 1795841000}
+    )
+
+    assert ahead.body["data"]["stale"] is False and later.body["data"]["stale"] is False
+    assert session(db)["status"] == "connected"

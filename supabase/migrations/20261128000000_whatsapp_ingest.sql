@@ -105,6 +105,53 @@ create trigger chats_updated_at before update on public.chats
     for each row execute function public.set_updated_at();
 
 -- ---------------------------------------------------------------------------
+-- whatsapp_lock_session
+--   Arguments: p_session_id  the session about to change state
+--   Returns:   its row, locked until the caller's transaction ends, so
+--              concurrent updates of one session are applied one after the
+--              other. NO KEY UPDATE: it must not block messages being stored
+--              for the session (their foreign key takes a KEY SHARE lock).
+--   Errors:    PT404 when the session does not exist
+-- ---------------------------------------------------------------------------
+
+create function public.whatsapp_lock_session(p_session_id uuid)
+returns public.whatsapp_sessions
+language plpgsql
+set search_path = ''
+as $$
+declare
+    v_session public.whatsapp_sessions;
+begin
+    select * into v_session from public.whatsapp_sessions s where s.id = p_session_id for no key update;
+
+    if not found then
+        raise exception 'session % not found', p_session_id using errcode = 'PT404';
+    end if;
+
+    return v_session;
+end;
+$$;
+
+-- ---------------------------------------------------------------------------
+-- whatsapp_event_time_to_keep
+--   Arguments: p_event_at  the event time of the update being applied
+--              p_stored    the session's status_event_at so far
+--   Returns:   the status_event_at to store: p_event_at, unless it is more than
+--              5 minutes ahead of the database's clock; such a time is applied
+--              but not remembered, so one wrong clock cannot make every later
+--              update stale
+-- ---------------------------------------------------------------------------
+
+create function public.whatsapp_event_time_to_keep(p_event_at timestamptz, p_stored timestamptz)
+returns timestamptz
+language sql
+stable
+set search_path = ''
+as $$
+    select case when p_event_at <= now() + interval '5 minutes' then p_event_at else p_stored end;
+$$;
+
+-- ---------------------------------------------------------------------------
 -- whatsapp_update_session_status
 --   Arguments: p_session_id  the session to update
 --              p_status      connected | disconnected | expired | pending
@@ -115,10 +162,8 @@ create trigger chats_updated_at before update on public.chats
 --              p_event_at    when the change happened (the orchestrator's
 --                            timestamp, else when the API received it)
 --   Returns:   the session row as jsonb, plus "stale": true when p_event_at is
---              older than the state already stored (then nothing is written).
---              An event time more than 5 minutes ahead of the database's clock
---              is applied but not remembered, so one bad clock cannot make
---              every later update stale.
+--              older than the state already stored (then nothing is written;
+--              see whatsapp_event_time_to_keep for times ahead of our clock)
 --   Errors:    PT404 when the session does not exist; 23514 / 22xxx when a
 --              value breaks a check (bad status, port out of range)
 -- ---------------------------------------------------------------------------
@@ -135,14 +180,7 @@ as $$
 declare
     v_session public.whatsapp_sessions;
 begin
-    -- The row lock orders concurrent updates of one session. NO KEY: it must not
-    -- block messages being stored for the session (their foreign key takes a
-    -- KEY SHARE lock on it).
-    select * into v_session from public.whatsapp_sessions s where s.id = p_session_id for no key update;
-
-    if not found then
-        raise exception 'session % not found', p_session_id using errcode = 'PT404';
-    end if;
+    v_session := public.whatsapp_lock_session(p_session_id);
 
     if p_event_at < v_session.status_event_at then
         return to_jsonb(v_session) || '{"stale": true}';
@@ -150,9 +188,7 @@ begin
 
     update public.whatsapp_sessions s
        set status           = p_status,
-           status_event_at  = case when p_event_at <= now() + interval '5 minutes'
-                                   then p_event_at
-                                   else s.status_event_at end,
+           status_event_at  = public.whatsapp_event_time_to_keep(p_event_at, s.status_event_at),
            last_seen        = case when p_changes ? 'last_seen'
                                    then (p_changes ->> 'last_seen')::timestamptz
                                    else s.last_seen end,
@@ -203,11 +239,7 @@ as $$
 declare
     v_session public.whatsapp_sessions;
 begin
-    select * into v_session from public.whatsapp_sessions s where s.id = p_session_id for no key update;
-
-    if not found then
-        raise exception 'session % not found', p_session_id using errcode = 'PT404';
-    end if;
+    v_session := public.whatsapp_lock_session(p_session_id);
 
     if p_generated_at < v_session.status_event_at then
         return to_jsonb(v_session) || '{"stale": true}';
@@ -215,10 +247,7 @@ begin
 
     update public.whatsapp_sessions s
        set status          = 'pending',
-           -- a time ahead of our clock is not remembered (see the function above)
-           status_event_at = case when p_generated_at <= now() + interval '5 minutes'
-                                  then p_generated_at
-                                  else s.status_event_at end,
+           status_event_at = public.whatsapp_event_time_to_keep(p_generated_at, s.status_event_at),
            qr_code         = p_qr_code,
            qr_url          = p_qr_url,
            qr_generated_at = p_generated_at
@@ -373,11 +402,15 @@ revoke all on sequence public.contacts_id_seq, public.chats_id_seq, public.mensa
 
 revoke execute on function
     public.set_updated_at(),
+    public.whatsapp_lock_session(uuid),
+    public.whatsapp_event_time_to_keep(timestamptz, timestamptz),
     public.whatsapp_update_session_status(uuid, text, jsonb, timestamptz),
     public.whatsapp_store_qr(uuid, text, text, timestamptz),
     public.whatsapp_ingest_message(uuid, text, text, text, text, text, jsonb, timestamptz)
     from public, anon, authenticated;
 grant execute on function
+    public.whatsapp_lock_session(uuid),
+    public.whatsapp_event_time_to_keep(timestamptz, timestamptz),
     public.whatsapp_update_session_status(uuid, text, jsonb, timestamptz),
     public.whatsapp_store_qr(uuid, text, text, timestamptz),
     public.whatsapp_ingest_message(uuid, text, text, text, text, text, jsonb, timestamptz)
