@@ -315,59 +315,53 @@ begin
     select m.* into v_message
       from public.mensajes m
      where m.session_id = p_session_id and m.whatsapp_message_id = p_message_id;
+    v_duplicate := found;
 
-    if found then
-        return jsonb_build_object(
-            'message',    to_jsonb(v_message),
-            'contact_id', v_message.contact_id,
-            'chat_id',    v_message.chat_id,
-            'duplicate',  true
-        );
-    end if;
+    if not v_duplicate then
+        -- Typed on the linked phone itself: the other party is the receiver.
+        v_outbound := p_from = v_own_wa_id;
+        v_peer := case when v_outbound then p_to else p_from end;
 
-    -- Typed on the linked phone itself: the other party is the receiver.
-    v_outbound := p_from = v_own_wa_id;
-    v_peer := case when v_outbound then p_to else p_from end;
+        insert into public.contacts (wa_id, phone_number)
+        values (v_peer, case when v_peer !~ '@' then '+' || v_peer end)
+        on conflict (wa_id) do nothing
+        returning id into v_contact_id;
 
-    insert into public.contacts (wa_id, phone_number)
-    values (v_peer, case when v_peer !~ '@' then '+' || v_peer end)
-    on conflict (wa_id) do nothing
-    returning id into v_contact_id;
+        if v_contact_id is null then
+            select c.id into strict v_contact_id from public.contacts c where c.wa_id = v_peer;
+        end if;
 
-    if v_contact_id is null then
-        select c.id into strict v_contact_id from public.contacts c where c.wa_id = v_peer;
-    end if;
+        insert into public.chats (session_id, contact_id)
+        values (p_session_id, v_contact_id)
+        on conflict (session_id, contact_id) do nothing
+        returning id into v_chat_id;
 
-    insert into public.chats (session_id, contact_id)
-    values (p_session_id, v_contact_id)
-    on conflict (session_id, contact_id) do nothing
-    returning id into v_chat_id;
+        if v_chat_id is null then
+            select c.id into strict v_chat_id
+              from public.chats c
+             where c.session_id = p_session_id and c.contact_id = v_contact_id;
+        end if;
 
-    if v_chat_id is null then
-        select c.id into strict v_chat_id
-          from public.chats c
-         where c.session_id = p_session_id and c.contact_id = v_contact_id;
-    end if;
+        insert into public.mensajes (chat_id, session_id, contact_id, whatsapp_message_id,
+                                     direction, message_type, body, content, sent_at)
+        values (v_chat_id, p_session_id, v_contact_id, p_message_id,
+                case when v_outbound then 'outbound' else 'inbound' end,
+                p_message_type, p_body, p_content, p_sent_at)
+        on conflict (session_id, whatsapp_message_id) do nothing
+        returning * into v_message;
 
-    insert into public.mensajes (chat_id, session_id, contact_id, whatsapp_message_id,
-                                 direction, message_type, body, content, sent_at)
-    values (v_chat_id, p_session_id, v_contact_id, p_message_id,
-            case when v_outbound then 'outbound' else 'inbound' end,
-            p_message_type, p_body, p_content, p_sent_at)
-    on conflict (session_id, whatsapp_message_id) do nothing
-    returning * into v_message;
-
-    if v_message.id is null then
-        -- A redelivery: return what was stored first, write nothing.
-        v_duplicate := true;
-        select m.* into strict v_message
-          from public.mensajes m
-         where m.session_id = p_session_id and m.whatsapp_message_id = p_message_id;
-    else
-        update public.chats c
-           set last_message_at = greatest(c.last_message_at, p_sent_at)
-         where c.id = v_chat_id
-           and c.last_message_at is distinct from greatest(c.last_message_at, p_sent_at);
+        if v_message.id is null then
+            -- A redelivery racing this one won: return what it stored, write nothing.
+            v_duplicate := true;
+            select m.* into strict v_message
+              from public.mensajes m
+             where m.session_id = p_session_id and m.whatsapp_message_id = p_message_id;
+        else
+            update public.chats c
+               set last_message_at = greatest(c.last_message_at, p_sent_at)
+             where c.id = v_chat_id
+               and c.last_message_at is distinct from greatest(c.last_message_at, p_sent_at);
+        end if;
     end if;
 
     return jsonb_build_object(
