@@ -10,6 +10,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ SERVICE_KEY = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.dGVzdC1vbmx5
 
 #: The token the sample events in events/ carry; accepted only where configured.
 SAMPLE_TOKEN = "local-dev-sample-token"
+SIGNING_KEY = "test-signing-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -66,6 +68,25 @@ def with_body(event: dict[str, Any], body: Any) -> dict[str, Any]:
     changed = copy.deepcopy(event)
     changed["body"] = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
     changed["isBase64Encoded"] = False
+    return changed
+
+
+def request(name: str, body: dict[str, Any], received_ms: int | None = None) -> dict[str, Any]:
+    """The event `name` (an endpoint's valid sample) carrying `body`, received by API Gateway at `received_ms`."""
+    event = with_body(load_event(name), body)
+    if received_ms is not None:
+        event["requestContext"]["timeEpoch"] = received_ms
+    return event
+
+
+def signed(event: dict[str, Any], key: str = SIGNING_KEY, at: int | None = None) -> dict[str, Any]:
+    """`event` with X-Timestamp (now, or `at`) and its X-Signature."""
+    from whatsapp_ingest.auth import sign
+
+    timestamp = str(int(time.time()) if at is None else at)
+    changed = copy.deepcopy(event)
+    body = changed.get("body", "").encode()
+    changed["headers"].update({"x-timestamp": timestamp, "x-signature": sign(key, timestamp, body)})
     return changed
 
 

@@ -19,9 +19,11 @@ from conftest import (
     REPO,
     SAMPLE_TOKEN,
     SERVICE_KEY,
+    SIGNING_KEY,
     Lines,
     call_handler,
     load_event,
+    signed,
     use_backend,
     with_body,
 )
@@ -32,7 +34,6 @@ from whatsapp_ingest.config import settings
 from whatsapp_ingest.store import shared_store
 
 VALID = ["status_update/valid", "messages_received/text", "qr_update/valid"]
-SIGNING_KEY = "test-signing-key-0123456789abcdef"
 
 
 def authorized(event: dict[str, Any], header: str | None) -> dict[str, Any]:
@@ -40,14 +41,6 @@ def authorized(event: dict[str, Any], header: str | None) -> dict[str, Any]:
     changed["headers"].pop("authorization", None)
     if header is not None:
         changed["headers"]["authorization"] = header
-    return changed
-
-
-def signed(event: dict[str, Any], key: str = SIGNING_KEY, at: int | None = None) -> dict[str, Any]:
-    timestamp = str(int(time.time()) if at is None else at)
-    changed = json.loads(json.dumps(event))
-    body = changed.get("body", "").encode()
-    changed["headers"].update({"x-timestamp": timestamp, "x-signature": sign(key, timestamp, body)})
     return changed
 
 

@@ -116,16 +116,6 @@ def test_update_older_than_the_stored_state_is_stale_and_changes_nothing(invoke:
     assert session(db) == before
 
 
-def test_last_seen_orders_updates_when_no_timestamp_is_sent(invoke: Invoke, db: Any) -> None:
-    invoke("status_update/valid", body={"session_id": SESSION_ID, "status": "connected", "last_seen": 1795841000})
-    result = invoke(
-        "status_update/valid", body={"session_id": SESSION_ID, "status": "expired", "last_seen": 1795840000}
-    )
-
-    assert result.body["data"]["stale"] is True
-    assert session(db)["status"] == "connected"
-
-
 def test_newer_or_untimed_updates_apply_last_write_wins(invoke: Invoke, db: Any) -> None:
     invoke("status_update/valid", body={"session_id": SESSION_ID, "status": "connected", "timestamp": 1795841000})
     newer = invoke("status_update/valid", body={"session_id": SESSION_ID, "status": "expired", "timestamp": 1795841001})

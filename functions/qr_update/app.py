@@ -11,24 +11,24 @@ app = create_app("qr_update")
     "/api/whatsapp/sessions/qr-update",
     summary="Report a new QR code to scan",
     tags=["sessions"],
-    responses=documented(QrReply, "The QR code, kept on the session, which is now pending."),
+    responses=documented(QrReply, "The QR code, kept on the session, which is now pending (or stale, or duplicate)."),
 )
 def qr_update(body: QrUpdate) -> Reply:
-    session = get_store().store_qr(body)
-    stale = session["stale"]
-    count_outcome("stale" if stale else "stored")
-    logger.info(
-        "stale qr code ignored" if stale else "qr code stored", extra={"qr_generated_at": body.timestamp.isoformat()}
-    )
-    return ok(
-        "stale qr code ignored: a newer state is stored" if stale else "qr code stored",
-        {
-            "session": session,
-            "qr_code": body.qr_code,
-            "qr_url": body.qr_url,
-            "timestamp": body.timestamp.isoformat(),
-        },
-    )
+    session = get_store().store_qr(body, app.received_at)
+    generated = body.timestamp.isoformat()
+    if session["stale"]:
+        count_outcome("stale")
+        logger.info("stale qr code ignored", extra={"qr_generated_at": generated, "compared": session["stale_because"]})
+        message = "stale qr code ignored: a newer state is stored"
+    elif session["duplicate"]:
+        count_outcome("duplicate")
+        logger.info("qr code already stored", extra={"qr_generated_at": generated})
+        message = "qr code already stored"
+    else:
+        count_outcome("stored")
+        logger.info("qr code stored", extra={"qr_generated_at": generated})
+        message = "qr code stored"
+    return ok(message, {"session": session, "qr_code": body.qr_code, "qr_url": body.qr_url, "timestamp": generated})
 
 
 lambda_handler = entrypoint(app)

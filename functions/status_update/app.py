@@ -13,14 +13,14 @@ app = create_app("status_update")
     tags=["sessions"],
     responses=documented(
         SessionReply,
-        "The session, updated (or unchanged and stale: true when the update was older than the stored state).",
+        "The session, updated (or unchanged and stale: true when an update known to be newer was already applied).",
     ),
 )
 def status_update(body: StatusUpdate) -> Reply:
-    session = get_store().update_session_status(body, app.received_at)
+    session = get_store().update_session_status(body, app.received_at, app.signed_at)
     if session["stale"]:
         count_outcome("stale")
-        logger.info("stale status update ignored", extra={"status": body.status})
+        logger.info("stale status update ignored", extra={"status": body.status, "compared": session["stale_because"]})
         return ok("stale status update ignored: a newer state is stored", session)
     count_outcome("stored")
     logger.info("session status updated", extra={"status": body.status, "fields": sorted(body.changes())})

@@ -133,6 +133,8 @@ class IngestApp(APIGatewayHttpResolver):
         self.body: dict[str, Any] = {}
         #: When API Gateway received the request; set per request.
         self.received_at = datetime.now(UTC)
+        #: The signed X-Timestamp (the orchestrator's clock) when signing is on; set per request.
+        self.signed_at: datetime | None = None
 
     def _parsed_body(self, _raw: str) -> dict[str, Any]:
         # Powertools asks for the parsed body: hand it the one already parsed,
@@ -162,13 +164,17 @@ def create_app(endpoint: str) -> IngestApp:
     @app.exception_handler(StoreUnavailable)
     def _unavailable(exc: StoreUnavailable) -> Response:
         # Storage-first: keep the validated request rather than make the
-        # orchestrator retry (some never do).
-        logger.warning("database unavailable: queueing the request", exc_info=exc)
+        # orchestrator retry (some never do). One line per request, no traceback:
+        # an outage would otherwise bury the log.
         try:
-            defer(app.endpoint, app.body, app.current_event.request_context.request_id, app.received_at)
-        except QueueUnavailable:
-            logger.exception("retry queue unavailable too")
+            defer(app.endpoint, app.body, app.current_event.request_context.request_id, app.received_at, app.signed_at)
+        except QueueUnavailable as queue_exc:
+            logger.warning(
+                "database unavailable and the request could not be queued: refused with 503",
+                extra={"database_error": str(exc), "queue_error": str(queue_exc)},
+            )
             return envelope(503, "database unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        logger.warning("database unavailable: request queued for replay", extra={"database_error": str(exc)})
         count_outcome("queued")
         return envelope(202, "accepted, queued for retry")
 
@@ -290,7 +296,7 @@ def entrypoint(app: IngestApp) -> Handler:
         try:
             data = request_bytes(event)
             try:
-                authenticate(headers, data, auth_secrets(), time.time())
+                signed = authenticate(headers, data, auth_secrets(), time.time())
             except Unauthorized as exc:
                 raise Rejected(401, f"unauthorized: {exc}", {"WWW-Authenticate": CHALLENGE}) from None
             method = event.get("requestContext", {}).get("http", {}).get("method", "")
@@ -302,6 +308,7 @@ def entrypoint(app: IngestApp) -> Handler:
                 logger.append_keys(session_id=session_id[:64])
             app.body = body
             app.received_at = _received_at(event)
+            app.signed_at = datetime.fromtimestamp(signed, UTC) if signed is not None else None
             response: dict[str, Any] = app.resolve({**event, "headers": {**headers, "content-type": JSON}}, context)
         except Rejected as exc:
             response = _proxy(envelope(exc.status, exc.message, headers=exc.headers))

@@ -29,8 +29,12 @@ def sign(key: str, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
-def authenticate(headers: Mapping[str, str], body: bytes, secrets: AuthSecrets, now: float) -> None:
-    """Raise Unauthorized unless the request carries an active token (and a valid signature)."""
+def authenticate(headers: Mapping[str, str], body: bytes, secrets: AuthSecrets, now: float) -> int | None:
+    """Raise Unauthorized unless the request carries an active token (and a valid signature).
+
+    Returns the signed X-Timestamp (Unix seconds) when signing is on: a time on
+    the orchestrator's clock that a replayed capture cannot change.
+    """
     scheme, _, token = (headers.get("authorization") or "").strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer token")
@@ -42,10 +46,11 @@ def authenticate(headers: Mapping[str, str], body: bytes, secrets: AuthSecrets, 
     if not matched:
         raise Unauthorized("invalid token")
     if secrets.signing_key:
-        _verify_signature(headers, body, secrets.signing_key, now)
+        return _verify_signature(headers, body, secrets.signing_key, now)
+    return None
 
 
-def _verify_signature(headers: Mapping[str, str], body: bytes, key: str, now: float) -> None:
+def _verify_signature(headers: Mapping[str, str], body: bytes, key: str, now: float) -> int:
     timestamp = (headers.get("x-timestamp") or "").strip()
     signature = (headers.get("x-signature") or "").strip()
     if not timestamp or not signature:
@@ -56,3 +61,4 @@ def _verify_signature(headers: Mapping[str, str], body: bytes, key: str, now: fl
         raise Unauthorized(f"X-Timestamp is not Unix seconds within {SIGNATURE_WINDOW_SECONDS} s of now")
     if not hmac.compare_digest(signature.lower().encode("utf-8", "surrogatepass"), sign(key, timestamp, body).encode()):
         raise Unauthorized("invalid signature")
+    return int(timestamp)

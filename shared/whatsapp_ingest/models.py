@@ -129,9 +129,11 @@ class StatusUpdate(_Private):
 
     session_id: UUID
     status: SessionStatus
-    #: When the orchestrator saw the change (an addition to the contract): orders
-    #: updates that arrive out of order. Without it, last_seen is used.
+    #: When the orchestrator saw the change, on its own clock (an addition to the
+    #: contract): orders this update against the session's other orchestrator
+    #: times. Without it (and without a signed X-Timestamp), arrival orders it.
     timestamp: Timestamp | None = None
+    #: The last contact with the phone: stored, never used to order updates.
     last_seen: Timestamp | None = None
     phone_number: str | None = Field(default=None, max_length=64)
     whatsapp_user_id: str | None = Field(default=None, max_length=256)
@@ -146,11 +148,6 @@ class StatusUpdate(_Private):
         if value is not None:
             canonical_wa_id(value)
         return value
-
-    @property
-    def event_time(self) -> datetime | None:
-        """An update older than the stored state is stale; None: last write wins."""
-        return self.timestamp or self.last_seen
 
     def changes(self) -> dict[str, Any]:
         """The optional fields to write: those sent, plus the session's own canonical id.
@@ -252,6 +249,10 @@ class MessageReceived(_Private):
     message: Message
     timestamp: Timestamp
     message_id: str = Field(min_length=1, max_length=512)
+    #: Sent from the linked phone (Baileys' key.fromMe; an addition to the
+    #: contract). When present it decides the direction; when absent, a message
+    #: whose `from` is the session's own number is outbound.
+    from_me: Annotated[bool, Strict()] | None = None
 
     # No default: pydantic inspects a default factory's signature on every
     # validation, a measurable cost on the hot path. The validator below sets it.
@@ -290,6 +291,24 @@ class QrUpdate(_Private):
 # ---------------------------------------------------------------------------
 
 
+class OrderMark(BaseModel):
+    """What a session remembers of the updates it applied, per clock (README, "Ordering")."""
+
+    event_at: datetime | None
+    received_at: datetime | None
+    untimed_received_at: datetime | None
+
+
+class ComparedTime(BaseModel):
+    at: datetime
+    clock: Literal["orchestrator", "arrival"]
+
+
+class StaleBecause(BaseModel):
+    update: ComparedTime
+    newer: ComparedTime
+
+
 class Session(BaseModel):
     """A row of whatsapp_sessions, as the SQL functions return it."""
 
@@ -306,10 +325,12 @@ class Session(BaseModel):
     qr_code: str | None
     qr_url: str | None
     qr_generated_at: datetime | None
-    status_event_at: datetime | None
+    state_order: OrderMark | None
+    qr_close_order: OrderMark | None
     created_at: datetime
     updated_at: datetime
-    stale: bool = Field(description="true when the update was older than the stored state and changed nothing")
+    stale: bool = Field(description="true when an update known to be newer was already applied: nothing changed")
+    stale_because: StaleBecause | None = Field(default=None, description="the two times compared, when stale")
 
 
 class StoredMessage(BaseModel):
@@ -322,6 +343,9 @@ class StoredMessage(BaseModel):
     whatsapp_message_id: str
     tipo: Literal["whatsapp_api"]
     direction: Literal["inbound", "outbound"]
+    from_wa_id: str | None
+    to_wa_id: str | None
+    from_me: bool | None
     message_type: MessageType
     body: str | None
     content: dict[str, Any]
@@ -336,8 +360,12 @@ class MessageResult(BaseModel):
     duplicate: bool = Field(description="true when this message id was already stored: nothing was written")
 
 
+class QrSession(Session):
+    duplicate: bool = Field(description="true when this QR is the one already shown: nothing was written")
+
+
 class QrResult(BaseModel):
-    session: Session
+    session: QrSession
     qr_code: str
     qr_url: str | None
     timestamp: datetime

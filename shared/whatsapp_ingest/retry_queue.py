@@ -3,9 +3,9 @@ an SQS queue, and the replay function applies it later through the same SQL
 functions. They are idempotent, so a replay racing the orchestrator's own
 redelivery still stores everything once.
 
-A queued request keeps the time API Gateway received it: a status update with
-no event time of its own is ordered by it, so a late replay does not overwrite
-a newer state.
+A queued request keeps the time API Gateway received it and its signed
+X-Timestamp: the two clocks that order session updates (README, "Ordering"),
+so a late replay does not overwrite a newer state.
 """
 
 from __future__ import annotations
@@ -30,13 +30,16 @@ class QueueUnavailable(Exception):
 #: Failures no retry will cure: the replay sets the request aside in the dead-letter queue.
 PERMANENT = (SessionNotFound, InvalidData, ValidationError)
 
-Operation = Callable[[Store, Any, datetime], dict[str, Any]]
+Operation = Callable[[Store, Any, datetime, datetime | None], dict[str, Any]]
 
 #: What each endpoint's queued body becomes, and how the store applies it.
 OPERATIONS: dict[str, tuple[type[BaseModel], Operation]] = {
-    "status_update": (StatusUpdate, lambda store, body, received_at: store.update_session_status(body, received_at)),
-    "messages_received": (MessageReceived, lambda store, body, _: store.ingest_message(body)),
-    "qr_update": (QrUpdate, lambda store, body, _: store.store_qr(body)),
+    "status_update": (
+        StatusUpdate,
+        lambda store, body, received, signed: store.update_session_status(body, received, signed),
+    ),
+    "messages_received": (MessageReceived, lambda store, body, _, __: store.ingest_message(body)),
+    "qr_update": (QrUpdate, lambda store, body, received, _: store.store_qr(body, received)),
 }
 
 
@@ -52,7 +55,9 @@ def sqs() -> Any:
     )
 
 
-def defer(endpoint: str, body: dict[str, Any], request_id: str, received_at: datetime) -> None:
+def defer(
+    endpoint: str, body: dict[str, Any], request_id: str, received_at: datetime, signed_at: datetime | None = None
+) -> None:
     """Queue an already validated request body for replay."""
     url = settings().retry_queue_url
     if not url:
@@ -60,6 +65,8 @@ def defer(endpoint: str, body: dict[str, Any], request_id: str, received_at: dat
     from botocore.exceptions import BotoCoreError, ClientError
 
     message = {"endpoint": endpoint, "body": body, "request_id": request_id, "received_at": received_at.isoformat()}
+    if signed_at is not None:
+        message["signed_at"] = signed_at.isoformat()
     try:
         sqs().send_message(QueueUrl=url, MessageBody=json.dumps(message, ensure_ascii=False, separators=(",", ":")))
     except (BotoCoreError, ClientError) as exc:
@@ -72,7 +79,8 @@ def replay(message_body: str) -> dict[str, Any]:
     message = json.loads(message_body)
     model, operation = OPERATIONS[message["endpoint"]]
     received_at = datetime.fromisoformat(message.get("received_at") or datetime.now(UTC).isoformat())
-    return operation(get_store(), model.model_validate(message["body"]), received_at)
+    signed_at = datetime.fromisoformat(message["signed_at"]) if message.get("signed_at") else None
+    return operation(get_store(), model.model_validate(message["body"]), received_at, signed_at)
 
 
 def describe(message_body: str) -> dict[str, Any]:

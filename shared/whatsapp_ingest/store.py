@@ -66,25 +66,30 @@ def _classify(sqlstate: str | None) -> type[StoreError]:
 class Store(ABC):
     """The three operations of the service. Subclasses only know how to call a function."""
 
-    def update_session_status(self, update: StatusUpdate, received_at: datetime) -> dict[str, Any]:
+    def update_session_status(
+        self, update: StatusUpdate, received_at: datetime, signed_at: datetime | None = None
+    ) -> dict[str, Any]:
         """Set the status and the optional fields sent; returns the session row and `stale`.
 
-        Ordered by the update's own event time, else by when the API received it,
-        so a request replayed from the retry queue cannot overwrite a newer state.
+        Two clocks, never compared with each other: the orchestrator's (the body's
+        `timestamp`, else the signed X-Timestamp) and API Gateway's `received_at`,
+        which a replay from the retry queue keeps (README, "Ordering").
         """
+        event_at = update.timestamp or signed_at
         return self._call(
             "whatsapp_update_session_status",
             {
                 "p_session_id": str(update.session_id),
                 "p_status": update.status,
                 "p_changes": update.changes(),
-                "p_event_at": (update.event_time or received_at).isoformat(),
+                "p_event_at": event_at.isoformat() if event_at else None,
+                "p_received_at": received_at.isoformat(),
             },
             update.session_id,
         )
 
-    def store_qr(self, qr: QrUpdate) -> dict[str, Any]:
-        """Keep the QR on the session and set it pending; returns the session row and `stale`."""
+    def store_qr(self, qr: QrUpdate, received_at: datetime) -> dict[str, Any]:
+        """Keep the QR on the session and set it pending; returns the session row, `stale` and `duplicate`."""
         return self._call(
             "whatsapp_store_qr",
             {
@@ -92,6 +97,7 @@ class Store(ABC):
                 "p_qr_code": qr.qr_code,
                 "p_qr_url": qr.qr_url,
                 "p_generated_at": qr.timestamp.isoformat(),
+                "p_received_at": received_at.isoformat(),
             },
             qr.session_id,
         )
@@ -109,6 +115,7 @@ class Store(ABC):
                 "p_body": received.message.body,
                 "p_content": received.content,
                 "p_sent_at": received.timestamp.isoformat(),
+                "p_from_me": received.from_me,
             },
             received.session_id,
         )
