@@ -29,8 +29,9 @@ def start(
     )
 
 
-def migrate(database_url: str, *, seed: bool = False) -> list[str]:
-    """Apply the Supabase platform stand-ins and every migration not yet applied.
+def migrate(database_url: str, *, seed: bool = False, until: str | None = None) -> list[str]:
+    """Apply the Supabase platform stand-ins and every migration not yet applied
+    (up to version `until`, to test an upgrade from it).
 
     Applied versions are recorded like the Supabase CLI does, so a second
     `make run` on the same data directory applies nothing twice.
@@ -46,7 +47,7 @@ def migrate(database_url: str, *, seed: bool = False) -> list[str]:
         done = {row[0] for row in conn.execute("select version from supabase_migrations.schema_migrations")}
         for path in sorted(MIGRATIONS.glob("*.sql")):
             version, _, name = path.stem.partition("_")
-            if version in done:
+            if version in done or (until is not None and version > until):
                 continue
             with conn.transaction():
                 conn.execute(path.read_text())

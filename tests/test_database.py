@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import SESSION_ID, embedded_postgres
+from psycopg.rows import dict_row
 
 from local import database
 
@@ -15,6 +16,10 @@ TABLES = ["whatsapp_sessions", "contacts", "chats", "mensajes"]
 FUNCTIONS = {
     "whatsapp_lock_session": f"'{SESSION_ID}'",
     "whatsapp_event_time_to_keep": "now(), null",
+    "whatsapp_stale_reason": "row(now(), now(), null), now() - interval '1 minute', now()",
+    "whatsapp_compared": "now(), 'arrival', now(), 'arrival'",
+    "whatsapp_order_after": "null, null, now()",
+    "whatsapp_repair_outbound": f"'{SESSION_ID}', '5215500000001'",
     "whatsapp_update_session_status": f"'{SESSION_ID}', 'connected', '{{}}'",
     "whatsapp_store_qr": f"'{SESSION_ID}', 'qr', null, now()",
     "whatsapp_ingest_message": f"'{SESSION_ID}', 'm1', '5215512345678', '5215500000001', 'text', 'hi', "
@@ -68,7 +73,14 @@ def test_service_role_executes_every_function(db: Any, function: str) -> None:
     with db.transaction(force_rollback=True):
         db.execute("set local role service_role")
         result = db.execute(f"select public.{function}({FUNCTIONS[function]}) as r").fetchone()["r"]
-    assert result
+    assert result is not None
+
+
+def test_every_function_is_in_the_access_checks_above(db: Any) -> None:
+    rows = db.execute(
+        "select proname from pg_proc where pronamespace = 'public'::regnamespace and proname like 'whatsapp%'"
+    ).fetchall()
+    assert {row["proname"] for row in rows} == set(FUNCTIONS)
 
 
 def test_sessions_and_messages_are_published_to_realtime(db: Any) -> None:
@@ -92,3 +104,66 @@ def test_a_value_breaking_a_check_leaves_nothing_half_written(db: Any) -> None:
         )
     assert db.execute("select count(*) as n from public.contacts").fetchone()["n"] == 0
     assert db.execute("select count(*) as n from public.chats").fetchone()["n"] == 0
+
+
+# ---------------------------------------------------------------------------
+# Upgrades: every migration applies on a database holding data of the ones before
+# ---------------------------------------------------------------------------
+
+FIRST = "20261128000000"
+PENDING_SESSION = "7c1e2d3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+
+
+def store_the_first_migrations_way(conn: Any) -> None:
+    """Sessions, shared contacts and messages, written by the first migration's own functions."""
+    conn.execute(database.SEED_SQL.read_text())
+    conn.execute("insert into public.whatsapp_sessions (id) values (%s)", (PENDING_SESSION,))
+    for session, qr_at in ((SESSION_ID, "2026-11-28T04:00:00Z"), (PENDING_SESSION, "2026-11-28T04:10:00Z")):
+        conn.execute("select public.whatsapp_store_qr(%s, '2@old', null, %s)", (session, qr_at))
+    # The first migration left the QR on a session that connected afterwards.
+    conn.execute(
+        "select public.whatsapp_update_session_status(%s, 'connected', '{\"last_seen\": \"2026-11-28T04:20:00Z\"}',"
+        " '2026-11-28T04:20:00Z')",
+        (SESSION_ID,),
+    )
+    for session in (SESSION_ID, PENDING_SESSION):  # one contact shared by both sessions
+        for n in range(3):
+            conn.execute(
+                "select public.whatsapp_ingest_message(%s, %s, '5215512345678', '5215500000001', 'text', 'hola',"
+                ' \'{"type": "text", "text": "hola"}\', \'2026-11-28T04:30:00Z\')',
+                (session, f"old-{n}"),
+            )
+
+
+def test_upgrade_from_the_first_migration_keeps_every_row_and_clears_dead_qrs() -> None:
+    with embedded_postgres() as server:
+        url = server.get_uri()
+        database.migrate(url, until=FIRST)
+        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            store_the_first_migrations_way(conn)
+            before = conn.execute("select id, content, sent_at, session_id from public.mensajes order by id").fetchall()
+
+            applied = database.migrate(url)
+
+            assert applied == [
+                p.name for p in sorted(database.MIGRATIONS.glob("*.sql")) if p.stem.split("_")[0] > FIRST
+            ]
+            after = conn.execute("select id, content, sent_at, session_id from public.mensajes order by id").fetchall()
+            assert after == before
+            sessions = {
+                str(row["id"]): row
+                for row in conn.execute("select id, status, qr_code, state_order from public.whatsapp_sessions")
+            }
+            assert (sessions[SESSION_ID]["status"], sessions[SESSION_ID]["qr_code"]) == ("connected", None)
+            assert (sessions[PENDING_SESSION]["status"], sessions[PENDING_SESSION]["qr_code"]) == ("pending", "2@old")
+            # The functions work on the old rows: a redelivery is still a duplicate, an older QR still stale.
+            again = conn.execute(
+                "select public.whatsapp_ingest_message(%s, 'old-0', '5215512345678', '5215500000001', 'text', 'hola',"
+                " '{}', now()) as r",
+                (PENDING_SESSION,),
+            ).fetchone()["r"]
+            assert again["duplicate"] is True
+            older_qr = conn.execute(
+                "select public.whatsapp_store_qr(%s, '2@older', null, '2026-11-28T04:05:00Z') as r", (PENDING_SESSION,)
+            ).fetchone()["r"]
+            assert older_qr["stale"] is True

@@ -14,6 +14,7 @@ import pytest
 from conftest import (
     SERVICE_KEY,
     SESSION_ID,
+    Lines,
     Result,
     call_handler,
     embedded_postgres,
@@ -280,6 +281,24 @@ def test_queue_unreachable_too_is_503_with_retry_after(
 
     assert result.status == 503
     assert result.headers["Retry-After"]
+
+
+def test_database_down_without_a_retry_queue_is_one_warning_line_per_request_without_traceback(
+    handlers: Any, outage: Outage, monkeypatch: pytest.MonkeyPatch, log_lines: Lines
+) -> None:
+    monkeypatch.delenv("RETRY_QUEUE_URL", raising=False)
+    use_backend(monkeypatch, {"DATABASE_URL": outage.url, "DB_TIMEOUT_SECONDS": "1"})
+    outage.stop()
+
+    result = call_handler(handlers, load_event("messages_received/text"))
+
+    assert result.status == 503
+    refused = [line for line in log_lines() if line["level"] != "INFO"]
+    assert [line["message"] for line in refused][:1] == [
+        "database unavailable and the request could not be queued: refused with 503"
+    ]
+    assert not any("queueing" in line["message"] for line in refused)
+    assert not any("exception" in line for line in refused), "a traceback was logged"
 
 
 @pytest.mark.parametrize(
