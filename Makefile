@@ -62,13 +62,18 @@ build: venv ## sam build (no Docker: the local Python 3.13 builds the arm64 laye
 	@# zipping changes the sources' timestamps, which would invalidate timestamp-based .pyc.
 	$(BIN)/python -m compileall -q -j0 --invalidation-mode unchecked-hash .aws-sam/build
 
+check-security: venv $(CHECKOV_VENV)/.installed ## zizmor (workflows), checkov (both templates), squawk (every migration)
+	$(BIN)/zizmor --offline --quiet .
+	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml -f template.yaml -f deploy/github-oidc-role.yaml
+	$(BIN)/squawk supabase/migrations/*.sql
+
 docs: venv ## Regenerate docs/openapi.json from the handlers (examples recorded on a scratch database)
 	$(BIN)/python -m local.openapi
 
 bench: venv ## Measure cold start, throughput, round trips, size (BENCH_ARGS="--markdown docs/PERFORMANCE.md" writes the table)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-ci: lint typecheck test validate build ## What CI runs
+ci: lint typecheck check-security test validate build ## What CI runs
 
 clean: ## Remove the venv, the local database and build output
 	rm -rf $(VENV) .local .aws-sam
