@@ -52,8 +52,9 @@ typecheck: venv ## mypy (pydantic plugin) on the layer, the local tools and each
 	$(BIN)/mypy shared local
 	for fn in functions/*/app.py; do $(BIN)/mypy $$fn || exit 1; done
 
-validate: venv ## sam validate --lint
+validate: venv ## sam validate --lint, and cfn-lint on the deploy role template
 	$(SAM) validate --lint
+	$(BIN)/cfn-lint deploy/github-oidc-role.yaml
 
 build: venv ## sam build (no Docker: the local Python 3.13 builds the arm64 layer), then bytecode
 	$(SAM) build

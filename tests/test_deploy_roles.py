@@ -197,7 +197,7 @@ def applies_to(action: str, arn: str) -> bool:
     """Whether IAM evaluates `action` against an ARN of this kind: only one of its own service,
     and an S3 object action never against a bucket, a bucket action never against an object."""
     service = arn.split(":")[2]
-    if action.split(":")[0] != service:
+    if action.split(":")[0] != service and not (action.startswith("sts:") and service == "iam"):  # roles
         return False
     object_action = "Object" in action and "Bucket" not in action  # not s3:GetBucketObjectLockConfiguration
     return service != "s3" or object_action == ("/" in arn.split(":::", 1)[1])
@@ -249,11 +249,11 @@ def tag_conditions_hold(statement: dict[str, Any], target: Target) -> bool:
             if kind not in {"aws:ResourceTag", "aws:RequestTag"}:
                 continue
             value = (target.resource_tags if kind == "aws:ResourceTag" else target.request_tags).get(tag)
-            holds = {
-                "StringEquals": lambda: value in as_list(values),
-                "StringNotEquals": lambda: value not in as_list(values),
-                "Null": lambda: (value is None) == (str(values).lower() == "true"),
-            }[operator]()
+            if operator == "Null":
+                holds = (value is None) == (str(values).lower() == "true")
+            else:
+                assert operator in {"StringEquals", "StringNotEquals"}, f"{statement['Sid']}: {operator}"
+                holds = (value in as_list(values)) == (operator == "StringEquals")
             if not holds:
                 return False
     return True
@@ -517,7 +517,9 @@ def test_each_stage_role_acts_only_on_this_projects_names(stage: str) -> None:
             if resource == "*":
                 # On every resource: only reads (calls that take no ARN), or a write narrowed by a condition.
                 no_arn = statement["Sid"] in NO_ARN_WRITES
-                assert is_read_only(statement) or statement.get("Condition") or no_arn, f"{statement['Sid']} writes everywhere"
+                assert is_read_only(statement) or statement.get("Condition") or no_arn, (
+                    f"{statement['Sid']} writes everywhere"
+                )
                 continue
             assert resource.startswith("arn:aws:") and "<" not in resource, f"{statement['Sid']}: {resource}"
             for service in services:
@@ -684,7 +686,9 @@ def test_the_boundary_is_a_stage_policy_attached_to_no_one() -> None:
 @pytest.mark.parametrize("stage", STAGES)
 def test_each_stage_boundary_allows_what_its_functions_need_and_nothing_more(stage: str) -> None:
     statements = boundary_statements(stage)
-    assert all(s["Effect"] == "Allow" and set(s) <= {"Sid", "Effect", "Action", "Resource", "Condition"} for s in statements)
+    assert all(
+        s["Effect"] == "Allow" and set(s) <= {"Sid", "Effect", "Action", "Resource", "Condition"} for s in statements
+    )
     needs = function_needs(stage)
     assert [f"{t.what}: {t.action} {t.arn}" for t in needs if not allows(statements, t)] == []
     # Nothing more: no action the functions do not use...
@@ -770,3 +774,87 @@ def test_each_deploy_role_can_neither_remove_a_boundary_nor_change_a_boundary_po
     assert guard["Resource"] == f"arn:aws:iam::{ACCOUNT}:role/whatsapp-ingest-{stage}-*"
 
 
+# --- stage isolation when both stages share an account -------------------------------
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_dev_role_cannot_touch_prod_api_nor_prod_role_dev_api(stage: str) -> None:
+    (other,) = set(STAGES) - {stage}
+    statements = role_statements(stage)
+    assert all(allows(statements, t) for t in api_targets(stage))
+    theirs = [f"{t.what}: {t.action} {t.arn}" for t in api_targets(other, api_id="f9e8d7c6b5") if allows(statements, t)]
+    assert theirs == [], f"the {stage} role reaches the {other} API"
+    api = f"arn:aws:apigateway:{REGION}::/apis/a1b2c3d4e5"
+    tags = f"arn:aws:apigateway:{REGION}::/tags/a1b2c3d4e5"
+    for sneaky in (
+        Target("an API of no stage", "apigateway:PUT", f"arn:aws:apigateway:{REGION}::/apis"),
+        Target("own API retagged to the other stage", "apigateway:PUT", api, {STAGE_TAG: stage}, {STAGE_TAG: other}),
+        Target("own API's tag changed", "apigateway:PUT", tags, {STAGE_TAG: stage}, {STAGE_TAG: other}),
+        Target(
+            "own API's stage tag removed", "apigateway:DELETE", tags, {STAGE_TAG: stage}, removed_tag_keys=(STAGE_TAG,)
+        ),
+        Target("the other API retagged to this stage", "apigateway:PUT", tags, {STAGE_TAG: other}, {STAGE_TAG: stage}),
+        Target("an untagged API", "apigateway:PATCH", f"arn:aws:apigateway:{REGION}::/apis/0a0a0a0a0a"),
+        Target("a REST API", "apigateway:PATCH", f"arn:aws:apigateway:{REGION}::/restapis/0a0a0a0a0a"),
+    ):
+        assert not allows(statements, sneaky), f"the {stage} role may: {sneaky.what}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_has_its_own_artifact_bucket_which_its_role_can_only_fill(stage: str) -> None:
+    (other,) = set(STAGES) - {stage}
+    stack = oidc_role_stack(stage)
+    bucket = stack["ArtifactBucket"]
+    assert bucket["Properties"]["BucketName"] == samconfig_deploy(stage)["s3_bucket"], "samconfig names it"
+    assert "resolve_s3" not in samconfig_deploy(stage), "never SAM's shared managed bucket"
+    assert (
+        bucket["DeletionPolicy"] == "Retain" and bucket["Properties"]["VersioningConfiguration"]["Status"] == "Enabled"
+    )
+    assert all(bucket["Properties"]["PublicAccessBlockConfiguration"].values())
+    statements = role_statements(stage)
+    own, theirs = (f"arn:aws:s3:::{samconfig_deploy(s)['s3_bucket']}" for s in (stage, other))
+    assert allows(statements, Target("artifact", "s3:PutObject", f"{own}/whatsapp-ingest-{stage}/9f8e"))
+    assert not allows(statements, Target("artifact", "s3:PutObject", f"{theirs}/whatsapp-ingest-{other}/9f8e"))
+    # No bucket configuration (policy, ACL, versioning...) and no SAM managed stack, on any bucket.
+    for statement in statements:
+        if statement["Effect"] != "Allow":
+            continue
+        for action in as_list(statement["Action"]):
+            if action.startswith("s3:"):
+                assert re.fullmatch(
+                    r"s3:(Put|Get)Object(Version|Tagging)?|s3:ListBucket|s3:GetBucketLocation", action
+                ), action
+        assert not any("aws-sam-cli-managed-default" in r for r in as_list(statement["Resource"])), statement["Sid"]
+    # Belt and braces: the bucket's own policy shuts the other stage's deploy role out.
+    (deny,) = [
+        s
+        for s in stack["ArtifactBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        if "aws:PrincipalArn" in (s.get("Condition") or {}).get("ArnLike", {})
+    ]
+    assert deny["Effect"] == "Deny" and deny["Action"] == "s3:*"
+    assert (
+        deny["Condition"]["ArnLike"]["aws:PrincipalArn"]
+        == f"arn:aws:iam::{ACCOUNT}:role/{deploy_role(other)['RoleName']}"
+    )
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_deploy_role_can_change_a_roles_trust_or_act_as_a_stack_role(stage: str) -> None:
+    statements = role_statements(stage)
+    allowed = {a.lower() for s in statements if s["Effect"] == "Allow" for a in as_list(s["Action"])}
+    assert "iam:updateassumerolepolicy" not in allowed
+    for each in STAGES:
+        role = f"arn:aws:iam::{ACCOUNT}:role/whatsapp-ingest-{each}-StatusUpdateFunctionRole-1A2B"
+        assert any(reaches(s, Target("role", "sts:AssumeRole", role)) for s in statements if s["Effect"] == "Deny")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_stack_role_trusting_anyone_but_lambda_gets_nothing_but_traces_and_polling(stage: str) -> None:
+    """IAM cannot condition CreateRole on the trust it sets; the boundary instead grants the
+    function code's calls (secrets, queues) and log writes only with this stage's functions'
+    lambda:SourceFunctionArn, which only Lambda sets."""
+    statements = boundary_statements(stage)
+    outsider = [Target(t.what, t.action, t.arn) for t in function_needs(stage)]  # no lambda:SourceFunctionArn
+    kept = {t.action for t in outsider if allows(statements, t)}
+    # What Lambda's SQS poller does with the role (it sets no source function): the retry queue only.
+    assert kept == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
