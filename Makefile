@@ -7,18 +7,36 @@ SAM    := PATH="$(abspath $(BIN)):$$PATH" SAM_CLI_TELEMETRY=0 $(BIN)/sam
 PORT   ?= 3000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint typecheck validate build docs bench ci clean
+.PHONY: help venv lock run test lint typecheck validate build check-security docs bench ci clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: requirements-dev.txt shared/requirements.txt
+# Installed only from the locks (make lock writes them from the .in files): every
+# package pinned, every file checked against its hash, nothing resolved at install.
+PIP_LOCKED = -m pip install --quiet --require-hashes --no-deps
+$(BIN)/.installed: requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python $(PIP_LOCKED) -r requirements-dev.txt
+	$(BIN)/python -m pip check
 	touch $@
 
-venv: $(BIN)/.installed ## Create the venv and install everything
+# checkov pins its own boto3, so it lives in a venv of its own inside .venv.
+CHECKOV_VENV := $(VENV)/checkov
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python $(PIP_LOCKED) -r requirements-checkov.txt
+	touch $@
+
+venv: $(BIN)/.installed ## Create the venv and install everything from the locks
+
+# One resolution for every platform (the arm64 layer too), with the hash of every file.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.13 --generate-hashes \
+	--custom-compile-command "make lock"
+lock: venv ## Regenerate the locks (*.txt) from their inputs (*.in); keeps unchanged pins
+	$(UV_COMPILE) shared/requirements.in -o shared/requirements.txt
+	$(UV_COMPILE) requirements-dev.in -c shared/requirements.txt -o requirements-dev.txt
+	$(UV_COMPILE) requirements-checkov.in -o requirements-checkov.txt
 
 run: venv ## Serve the API on http://127.0.0.1:3000 with an embedded Postgres (migrated, seeded)
 	$(BIN)/python -m local.run --port $(PORT)
@@ -34,8 +52,9 @@ typecheck: venv ## mypy (pydantic plugin) on the layer, the local tools and each
 	$(BIN)/mypy shared local
 	for fn in functions/*/app.py; do $(BIN)/mypy $$fn || exit 1; done
 
-validate: venv ## sam validate --lint
+validate: venv ## sam validate --lint, and cfn-lint on the deploy role template
 	$(SAM) validate --lint
+	$(BIN)/cfn-lint deploy/github-oidc-role.yaml
 
 build: venv ## sam build (no Docker: the local Python 3.13 builds the arm64 layer), then bytecode
 	$(SAM) build
@@ -44,13 +63,18 @@ build: venv ## sam build (no Docker: the local Python 3.13 builds the arm64 laye
 	@# zipping changes the sources' timestamps, which would invalidate timestamp-based .pyc.
 	$(BIN)/python -m compileall -q -j0 --invalidation-mode unchecked-hash .aws-sam/build
 
+check-security: venv $(CHECKOV_VENV)/.installed ## zizmor (workflows), checkov (both templates), squawk (every migration)
+	$(BIN)/zizmor --offline --quiet .
+	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml -f template.yaml -f deploy/github-oidc-role.yaml
+	$(BIN)/squawk supabase/migrations/*.sql
+
 docs: venv ## Regenerate docs/openapi.json from the handlers (examples recorded on a scratch database)
 	$(BIN)/python -m local.openapi
 
 bench: venv ## Measure cold start, throughput, round trips, size (BENCH_ARGS="--markdown docs/PERFORMANCE.md" writes the table)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-ci: lint typecheck test validate build ## What CI runs
+ci: lint typecheck check-security test validate build ## What CI runs
 
 clean: ## Remove the venv, the local database and build output
 	rm -rf $(VENV) .local .aws-sam

@@ -66,8 +66,58 @@ def test_layer_is_built_by_sam_from_shared(template: dict[str, Any]) -> None:
 
 def test_stage_parameter_and_the_three_urls_as_outputs(template: dict[str, Any]) -> None:
     assert template["Parameters"]["Stage"]["AllowedValues"] == ["dev", "prod"]
-    outputs = {o["Value"].split("}", 2)[-1] for o in template["Outputs"].values()}
+    for output in template["Outputs"].values():
+        condition, on_domain, on_api = output["Value"]  # !If (the loader keeps the arguments)
+        assert condition == "HasMtls"
+        assert on_domain.startswith("https://${MtlsDomainName}/api/") and on_api.startswith("https://${HttpApi}.")
+    outputs = {o["Value"][2] for o in template["Outputs"].values()}
     assert {o[o.index("/api/") :] for o in outputs} == set(PATHS.values())
+
+
+# --- the front door: floods cannot starve the orchestrator ------------------------------
+
+
+def test_every_function_has_a_reserved_concurrency_of_its_own_from_a_parameter(template: dict[str, Any]) -> None:
+    parameters = template["Parameters"]
+    reserved = []
+    for name, function in resources(template, "AWS::Serverless::Function").items():
+        parameter = function["Properties"]["ReservedConcurrentExecutions"]
+        assert parameter == name.removesuffix("Function") + "ReservedConcurrency", name
+        assert parameters[parameter]["Type"] == "Number" and parameters[parameter]["MinValue"] >= 1
+        reserved.append(parameter)
+    assert len(set(reserved)) == len(reserved) == 4, "one budget per function, not shared"
+    # The replay's event source runs up to MaximumConcurrency batches at once: never throttle it.
+    replay = template["Resources"]["ReplayFunction"]["Properties"]["Events"]["Queue"]["Properties"]
+    assert parameters["ReplayReservedConcurrency"]["MinValue"] >= replay["ScalingConfig"]["MaximumConcurrency"]
+
+
+def test_the_api_stage_writes_one_json_access_log_line_per_request_with_its_request_id(
+    template: dict[str, Any],
+) -> None:
+    settings = template["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]
+    line = json.loads(settings["Format"])  # a JSON object per request once API Gateway fills it in
+    assert "\n" not in settings["Format"]
+    assert line["requestId"] == "$context.requestId"  # = the functions' correlation_id
+    assert {"ip", "status", "routeKey", "responseLatency", "integrationError"} <= set(line)
+    assert settings["DestinationArn"] == "ApiAccessLogs.Arn"
+    assert template["Resources"]["ApiAccessLogs"]["Properties"]["RetentionInDays"] == "LogRetentionDays"
+
+
+def test_mutual_tls_is_optional_and_when_on_is_the_only_way_in(template: dict[str, Any]) -> None:
+    parameters = template["Parameters"]
+    mtls = ["MtlsDomainName", "MtlsCertificateArn", "MtlsTruststoreUri"]
+    assert all(parameters[p]["Default"] == "" for p in mtls), "off unless configured"
+    # On only with all three; and the Rules refuse a partial configuration.
+    assert template["Conditions"]["HasMtls"] == [[[p, ""]] for p in mtls]  # !And of three !Not !Equals
+    assertions = template["Rules"]["MtlsNeedsItsCertificateAndTruststore"]["Assertions"]
+    assert [a["Assert"] for a in assertions] == [[[p, ""]] for p in mtls]
+    domain = template["Resources"]["MtlsDomain"]
+    assert domain["Condition"] == "HasMtls"
+    assert domain["Properties"]["MutualTlsAuthentication"]["TruststoreUri"] == "MtlsTruststoreUri"
+    assert template["Resources"]["MtlsDomainMapping"]["Properties"]["ApiId"] == "HttpApi"
+    # Otherwise the default execute-api endpoint would let anyone around the certificate check.
+    api = template["Resources"]["HttpApi"]["Properties"]
+    assert api["DisableExecuteApiEndpoint"] == ["HasMtls", True, False]
 
 
 def test_every_function_logs_to_a_group_with_retention(template: dict[str, Any]) -> None:
