@@ -25,3 +25,98 @@ grant usage on schema public to anon, authenticated, service_role;
 alter default privileges in schema public grant all on tables to anon, authenticated, service_role;
 alter default privileges in schema public grant all on functions to anon, authenticated, service_role;
 alter default privileges in schema public grant all on sequences to anon, authenticated, service_role;
+
+-- ---------------------------------------------------------------------------
+-- auth: the parts of Supabase Auth the migrations and policies use, in the
+-- shape and signatures Supabase defines them (auth.users is much wider there).
+-- ---------------------------------------------------------------------------
+
+create schema if not exists auth;
+grant usage on schema auth to anon, authenticated, service_role;
+
+create table if not exists auth.users (
+    id                 uuid primary key,
+    email              text,
+    raw_user_meta_data jsonb,
+    created_at         timestamptz default now(),
+    updated_at         timestamptz default now()
+);
+
+-- The caller's user id, from the JWT claims PostgREST (and Realtime) set per request.
+create or replace function auth.uid() returns uuid
+language sql stable
+as $$
+    select coalesce(
+        nullif(current_setting('request.jwt.claim.sub', true), ''),
+        (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')
+    )::uuid
+$$;
+
+create or replace function auth.role() returns text
+language sql stable
+as $$
+    select coalesce(
+        nullif(current_setting('request.jwt.claim.role', true), ''),
+        (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role')
+    )::text
+$$;
+
+create or replace function auth.jwt() returns jsonb
+language sql stable
+as $$
+    select coalesce(
+        nullif(current_setting('request.jwt.claim', true), ''),
+        nullif(current_setting('request.jwt.claims', true), '')
+    )::jsonb
+$$;
+
+-- ---------------------------------------------------------------------------
+-- realtime: Broadcast from the database. Supabase's realtime.messages is
+-- partitioned by day and read by the Realtime server; here it is one table,
+-- and realtime.send also notifies channel 'realtime' so the local console
+-- (make run) can relay the events as they are sent.
+-- ---------------------------------------------------------------------------
+
+create schema if not exists realtime;
+grant usage on schema realtime to anon, authenticated, service_role;
+
+create table if not exists realtime.messages (
+    topic       text not null,
+    extension   text not null,
+    payload     jsonb,
+    event       text,
+    private     boolean default false,
+    updated_at  timestamp not null default now(),
+    inserted_at timestamp not null default now(),
+    id          uuid not null default gen_random_uuid(),
+    primary key (id, inserted_at)
+);
+alter table realtime.messages enable row level security;
+grant select, insert on realtime.messages to anon, authenticated;
+grant all on realtime.messages to service_role;
+
+-- The topic a Realtime client is joining, set by Realtime while it authorizes the join.
+create or replace function realtime.topic() returns text
+language sql stable
+as $$
+    select nullif(current_setting('realtime.topic', true), '')::text;
+$$;
+
+create or replace function realtime.send(payload jsonb, event text, topic text, private boolean default true)
+returns void
+language plpgsql
+as $$
+begin
+    begin
+        perform set_config('realtime.topic', topic, true);
+        insert into realtime.messages (payload, event, topic, private, extension)
+        values (payload, event, topic, private, 'broadcast');
+        perform pg_notify('realtime', jsonb_build_object(
+            'topic', topic, 'event', event, 'payload', payload, 'private', private)::text);
+    exception
+        when others then
+            -- As on Supabase: a broadcast that fails never fails the write that sent it.
+            raise warning 'ErrorSendingBroadcastMessage: %', sqlerrm;
+    end;
+end;
+$$;

@@ -27,7 +27,11 @@ from whatsapp_ingest.store import shared_store
 
 REPO = Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events"
-SESSION_ID = "3f8a2b1c-5d4e-4f6a-9b7c-1d2e3f4a5b6c"  # the seeded demo session
+SESSION_ID = "3f8a2b1c-5d4e-4f6a-9b7c-1d2e3f4a5b6c"  # the seeded demo session, in account A
+# The seed's two accounts, their sessions and members (supabase/seed.sql).
+ACCOUNT_A, ACCOUNT_B = "0a0a0a0a-0000-4000-8000-0000000000a0", "0b0b0b0b-0000-4000-8000-0000000000b0"
+SESSION_B = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b"
+MEMBER_A, MEMBER_B = "a1a1a1a1-0000-4000-8000-00000000000a", "b2b2b2b2-0000-4000-8000-00000000000b"
 # Shaped like a Supabase key (supabase-py checks the shape); valid only for the stand-in.
 SERVICE_KEY = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.dGVzdC1vbmx5LW5vdC1hLXNlY3JldA"
 
@@ -133,9 +137,20 @@ def database_url() -> Iterator[str]:
 def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     """A clean database holding only the seeded demo session."""
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        conn.execute("truncate public.mensajes, public.chats, public.contacts, public.whatsapp_sessions cascade")
+        conn.execute(
+            "truncate public.mensajes, public.chats, public.contacts, public.whatsapp_sessions, public.accounts, realtime.messages cascade"
+        )
         conn.execute(database.SEED_SQL.read_text())
         yield conn
+
+
+def add_session(conn: Any, session_id: str, account_id: str = ACCOUNT_A) -> str:
+    """A session the CRM just created in `account_id`: its own number is not known yet."""
+    conn.execute(
+        "insert into public.whatsapp_sessions (id, account_id) values (%s, %s) on conflict (id) do nothing",
+        (session_id, account_id),
+    )
+    return session_id
 
 
 @pytest.fixture

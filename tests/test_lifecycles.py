@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import call_handler, request, use_backend
+from conftest import add_session, call_handler, request, use_backend
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
@@ -238,7 +238,7 @@ def conn(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
 @given(data=st.data())
 def test_generated_lifecycles_end_in_the_state_the_rule_promises(data: Any, handlers: Any, conn: Any) -> None:
     session_id = str(uuid.uuid4())
-    conn.execute("insert into public.whatsapp_sessions (id) values (%s)", (session_id,))
+    add_session(conn, session_id)
     deliveries = data.draw(lifecycles(session_id))
     rule = Rule()
     newest = max((d.update for d in deliveries if d.update.truth is None), key=lambda u: u.real_ms)

@@ -8,7 +8,7 @@ import multiprocessing
 from typing import Any
 
 import pytest
-from conftest import REPO, SESSION_ID, call_handler, event_body, load_event, use_backend, with_body
+from conftest import REPO, SESSION_ID, add_session, call_handler, event_body, load_event, use_backend, with_body
 
 from local import gateway
 
@@ -51,7 +51,7 @@ def workload() -> list[list[dict[str, Any]]]:
 def test_2000_concurrent_deliveries_store_500_messages_50_contacts_and_100_chats_exactly(
     monkeypatch: pytest.MonkeyPatch, database_url: str, db: Any
 ) -> None:
-    db.execute("insert into public.whatsapp_sessions (id) values (%s)", (SECOND_SESSION,))
+    add_session(db, SECOND_SESSION)
     use_backend(monkeypatch, {"DATABASE_URL": database_url})
     shares = workload()
     assert sum(map(len, shares)) == 2000

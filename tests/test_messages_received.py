@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, get_args
 
 import pytest
-from conftest import SESSION_ID, Invoke, event_body
+from conftest import SESSION_ID, Invoke, add_session, event_body
 
 from whatsapp_ingest.models import MessageType
 
@@ -103,7 +103,7 @@ def test_redelivered_message_is_stored_once_and_returns_the_stored_row(invoke: I
 
 def test_same_message_id_in_another_session_is_another_message(invoke: Invoke, db: Any) -> None:
     other = "9b2f6c1e-0a4d-4e8b-8c3f-2d1e0f9a8b7c"
-    db.execute("insert into public.whatsapp_sessions (id) values (%s)", (other,))
+    add_session(db, other)
     invoke("messages_received/text")
     result = invoke("messages_received/text", body={**event_body("messages_received/text"), "session_id": other})
 

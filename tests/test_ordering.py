@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import SESSION_ID, SIGNING_KEY, Invoke, Lines, request, signed, use_backend
+from conftest import SESSION_ID, SIGNING_KEY, Invoke, Lines, add_session, request, signed, use_backend
 from test_logging_and_metrics import metrics_in
 
 from whatsapp_ingest.config import settings
@@ -234,9 +234,7 @@ def test_a_captured_status_update_replayed_within_the_signature_window_does_not_
 @pytest.fixture
 def new_session(db: Any) -> str:
     """A session the CRM just created: its own number is not known yet."""
-    session_id = str(uuid.uuid4())
-    db.execute("insert into public.whatsapp_sessions (id) values (%s)", (session_id,))
-    return session_id
+    return add_session(db, str(uuid.uuid4()))
 
 
 def message(session_id: str, message_id: str, sender: str, receiver: str, **extra: Any) -> dict[str, Any]:
@@ -283,8 +281,7 @@ def test_messages_from_the_phone_stored_before_it_connected_are_repaired_when_it
 
 def test_the_same_deliveries_in_either_order_end_in_the_same_state(invoke: Invoke, db: Any) -> None:
     def run(order: list[int]) -> dict[str, tuple[str, str]]:
-        session_id = str(uuid.uuid4())
-        db.execute("insert into public.whatsapp_sessions (id) values (%s)", (session_id,))
+        session_id = add_session(db, str(uuid.uuid4()))
         deliveries = [
             request(MESSAGE, message(session_id, "h1", OWN, "5215522222222")),
             request(MESSAGE, message(session_id, "h2", "5215522222222", OWN)),

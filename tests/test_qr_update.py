@@ -31,7 +31,7 @@ def test_a_new_qr_replaces_the_previous_one(invoke: Invoke, db: Any) -> None:
     newer = {**event_body("qr_update/valid"), "qr_code": "2@second", "timestamp": 1795841000}
     invoke("qr_update/valid", body=newer)
 
-    stored = db.execute("select qr_code from public.whatsapp_sessions").fetchone()
+    stored = db.execute("select qr_code from public.whatsapp_sessions where id = %s", (SESSION_ID,)).fetchone()
     assert stored["qr_code"] == "2@second"
 
 
@@ -43,7 +43,10 @@ def test_invalid_qr_update_is_400_naming_the_field(invoke: Invoke, db: Any, even
 
     assert result.status == 400
     assert [error["field"] for error in result.body["data"]["errors"]] == [field]
-    assert db.execute("select qr_code from public.whatsapp_sessions").fetchone()["qr_code"] is None
+    assert (
+        db.execute("select qr_code from public.whatsapp_sessions where id = %s", (SESSION_ID,)).fetchone()["qr_code"]
+        is None
+    )
 
 
 def test_qr_for_an_unknown_session_is_404(invoke: Invoke, db: Any) -> None:
@@ -61,5 +64,5 @@ def test_late_qr_older_than_the_stored_state_is_stale(invoke: Invoke, db: Any) -
 
     assert result.status == 200
     assert result.body["message"].startswith("stale")
-    stored = db.execute("select status, qr_code from public.whatsapp_sessions").fetchone()
+    stored = db.execute("select status, qr_code from public.whatsapp_sessions where id = %s", (SESSION_ID,)).fetchone()
     assert stored == {"status": "connected", "qr_code": None}

@@ -16,6 +16,7 @@ from conftest import (
     SESSION_ID,
     Lines,
     Result,
+    add_session,
     call_handler,
     embedded_postgres,
     event_body,
@@ -70,9 +71,11 @@ def outage(stoppable_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[O
     """A running database with the demo session and a second one, nothing else."""
     outage = Outage(stoppable_server)
     with psycopg.connect(outage.url, autocommit=True) as conn:
-        conn.execute("truncate public.mensajes, public.chats, public.contacts, public.whatsapp_sessions cascade")
+        conn.execute(
+            "truncate public.mensajes, public.chats, public.contacts, public.whatsapp_sessions, public.accounts, realtime.messages cascade"
+        )
         conn.execute(database.SEED_SQL.read_text())
-        conn.execute("insert into public.whatsapp_sessions (id) values (%s)", (SECOND_SESSION,))
+        add_session(conn, SECOND_SESSION)
     use_backend(monkeypatch, {"DATABASE_URL": outage.url, "DB_TIMEOUT_SECONDS": "1"})
     yield outage
     shared_store.cache_clear()

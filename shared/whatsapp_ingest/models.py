@@ -253,6 +253,9 @@ class MessageReceived(_Private):
     #: contract). When present it decides the direction; when absent, a message
     #: whose `from` is the session's own number is outbound.
     from_me: Annotated[bool, Strict()] | None = None
+    #: The sender's WhatsApp display name (Baileys' pushName; an addition to the
+    #: contract): kept on the contact of an inbound message, newest wins.
+    push_name: str | None = Field(default=None, max_length=256)
 
     # No default: pydantic inspects a default factory's signature on every
     # validation, a measurable cost on the hot path. The validator below sets it.
@@ -315,6 +318,7 @@ class Session(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: UUID
+    account_id: UUID
     status: SessionStatus
     phone_number: str | None
     whatsapp_user_id: str | None
@@ -337,6 +341,7 @@ class StoredMessage(BaseModel):
     """A row of mensajes."""
 
     id: int
+    account_id: UUID
     chat_id: int
     session_id: UUID
     contact_id: int

@@ -116,6 +116,7 @@ class Store(ABC):
                 "p_content": received.content,
                 "p_sent_at": received.timestamp.isoformat(),
                 "p_from_me": received.from_me,
+                "p_push_name": received.push_name,
             },
             received.session_id,
         )
