@@ -141,6 +141,7 @@ def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
             "truncate public.mensajes, public.chats, public.contacts, public.whatsapp_sessions, public.accounts, realtime.messages cascade"
         )
         conn.execute(database.SEED_SQL.read_text())
+        conn.execute("truncate realtime.messages")  # what the seed broadcast
         yield conn
 
 
