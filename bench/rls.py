@@ -89,10 +89,9 @@ def main() -> None:
             database.migrate(url, seed=True)
             with psycopg.connect(url, autocommit=True) as conn:
                 chat_id = fill(conn, args.messages)
-                print(
-                    f"# {args.messages:,} messages in {CHATS:,} chats of one account; {platform.processor() or platform.machine()}, "
-                    f"{platform.system()} {platform.release()}, Postgres {conn.info.server_version}"
-                )
+                machine = f"{platform.machine()}, {platform.system()} {platform.release()}"
+                print(f"# {args.messages:,} messages in {CHATS:,} chats of one account; {machine}")
+                print(f"# Postgres {conn.info.server_version}")
                 for member in (False, True):
                     median, plan, rows = timed(conn, chat_id, member)
                     who = "member (RLS)" if member else "service role (no RLS)"

@@ -133,13 +133,18 @@ def database_url() -> Iterator[str]:
         yield url
 
 
+#: Everything the tests write, so each starts from the seed alone.
+TRUNCATE = (
+    "truncate public.mensajes, public.chats, public.contacts, public.whatsapp_sessions, public.accounts,"
+    " realtime.messages cascade"
+)
+
+
 @pytest.fixture
 def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     """A clean database holding only the seeded demo session."""
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        conn.execute(
-            "truncate public.mensajes, public.chats, public.contacts, public.whatsapp_sessions, public.accounts, realtime.messages cascade"
-        )
+        conn.execute(TRUNCATE)
         conn.execute(database.SEED_SQL.read_text())
         conn.execute("truncate realtime.messages")  # what the seed broadcast
         yield conn

@@ -14,6 +14,7 @@ import pytest
 from conftest import (
     SERVICE_KEY,
     SESSION_ID,
+    TRUNCATE,
     Lines,
     Result,
     add_session,
@@ -71,9 +72,7 @@ def outage(stoppable_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[O
     """A running database with the demo session and a second one, nothing else."""
     outage = Outage(stoppable_server)
     with psycopg.connect(outage.url, autocommit=True) as conn:
-        conn.execute(
-            "truncate public.mensajes, public.chats, public.contacts, public.whatsapp_sessions, public.accounts, realtime.messages cascade"
-        )
+        conn.execute(TRUNCATE)
         conn.execute(database.SEED_SQL.read_text())
         add_session(conn, SECOND_SESSION)
     use_backend(monkeypatch, {"DATABASE_URL": outage.url, "DB_TIMEOUT_SECONDS": "1"})
