@@ -21,6 +21,7 @@ FUNCTIONS = {
     "whatsapp_order_after": "null, null, now()",
     "whatsapp_repair_outbound": f"'{SESSION_ID}', '5215500000001'",
     "whatsapp_move_session": f"'{SESSION_ID}', '{ACCOUNT_B}'",
+    "whatsapp_message_event": "null::public.mensajes",
     "whatsapp_update_session_status": f"'{SESSION_ID}', 'connected', '{{}}'",
     "whatsapp_store_qr": f"'{SESSION_ID}', 'qr', null, now()",
     "whatsapp_ingest_message": f"'{SESSION_ID}', 'm1', '5215512345678', '5215500000001', 'text', 'hi', "

@@ -227,43 +227,93 @@ create trigger whatsapp_sessions_broadcast_update
           (new.status, new.qr_code, new.qr_url, new.last_seen, new.phone_number, new.account_id))
     execute function public.whatsapp_broadcast_session();
 
--- whatsapp_broadcast_message (trigger)
---   Sends message_created (a new message) or message_updated (its direction,
---   contact or chat repaired) with ids, direction, type, time and a preview of
---   at most 100 characters: never the whole content or media. A redelivery
---   writes nothing, so it sends nothing.
-create function public.whatsapp_broadcast_message()
+-- whatsapp_broadcast_messages (statement trigger)
+--   For each account a statement stored messages in: message_created with
+--   {id, session_id, chat_id, contact_id, direction, message_type, preview (at
+--   most 100 characters), sent_at} when it stored one, or messages_created
+--   with {count, session_ids, chat_ids, latest_sent_at} when it stored several
+--   (a history batch: one event, not thousands). Never the whole content or
+--   media. A redelivery writes nothing, so it sends nothing.
+create function public.whatsapp_broadcast_messages()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+    v_account record;
+begin
+    for v_account in
+        select n.account_id, count(*) as n, min(n.id) as first_id
+          from stored n
+         group by n.account_id
+    loop
+        if v_account.n = 1 then
+            perform realtime.send(public.whatsapp_message_event(m), 'message_created',
+                                  'account:' || v_account.account_id, true)
+               from stored m
+              where m.id = v_account.first_id;
+        else
+            perform realtime.send(
+                jsonb_build_object(
+                    'count',          v_account.n,
+                    'session_ids',    (select jsonb_agg(distinct m.session_id) from stored m
+                                        where m.account_id = v_account.account_id),
+                    'chat_ids',       (select jsonb_agg(distinct m.chat_id) from stored m
+                                        where m.account_id = v_account.account_id),
+                    'latest_sent_at', (select max(m.sent_at) from stored m
+                                        where m.account_id = v_account.account_id)
+                ),
+                'messages_created',
+                'account:' || v_account.account_id,
+                true
+            );
+        end if;
+    end loop;
+    return null;
+end;
+$$;
+
+-- whatsapp_message_event: the broadcast payload of one message (see above).
+create function public.whatsapp_message_event(p_message public.mensajes)
+returns jsonb
+language sql
+immutable
+set search_path = ''
+as $$
+    select jsonb_build_object(
+        'id',           p_message.id,
+        'session_id',   p_message.session_id,
+        'chat_id',      p_message.chat_id,
+        'contact_id',   p_message.contact_id,
+        'direction',    p_message.direction,
+        'message_type', p_message.message_type,
+        'preview',      left(p_message.body, 100),
+        'sent_at',      p_message.sent_at
+    );
+$$;
+
+-- whatsapp_broadcast_message_update (trigger): message_updated when a message's
+-- direction, contact or chat is repaired (see whatsapp_repair_outbound).
+create function public.whatsapp_broadcast_message_update()
 returns trigger
 language plpgsql
 security definer
 set search_path = ''
 as $$
 begin
-    perform realtime.send(
-        jsonb_build_object(
-            'id',           new.id,
-            'session_id',   new.session_id,
-            'chat_id',      new.chat_id,
-            'contact_id',   new.contact_id,
-            'direction',    new.direction,
-            'message_type', new.message_type,
-            'preview',      left(new.body, 100),
-            'sent_at',      new.sent_at
-        ),
-        case when tg_op = 'INSERT' then 'message_created' else 'message_updated' end,
-        'account:' || new.account_id,
-        true
-    );
+    perform realtime.send(public.whatsapp_message_event(new), 'message_updated', 'account:' || new.account_id, true);
     return null;
 end;
 $$;
 
 create trigger mensajes_broadcast_insert
     after insert on public.mensajes
-    for each row execute function public.whatsapp_broadcast_message();
+    referencing new table as stored
+    for each statement execute function public.whatsapp_broadcast_messages();
 create trigger mensajes_broadcast_update
     after update of direction, contact_id, chat_id on public.mensajes
-    for each row execute function public.whatsapp_broadcast_message();
+    for each row execute function public.whatsapp_broadcast_message_update();
 
 -- Postgres Changes would send whole rows, auth_folder_path included, past the
 -- column privileges above: Broadcast replaces it.
@@ -520,7 +570,9 @@ $$;
 
 revoke execute on function
     public.whatsapp_broadcast_session(),
-    public.whatsapp_broadcast_message(),
+    public.whatsapp_broadcast_messages(),
+    public.whatsapp_broadcast_message_update(),
+    public.whatsapp_message_event(public.mensajes),
     public.whatsapp_move_session(uuid, uuid),
     public.whatsapp_ingest_message(uuid, text, text, text, text, text, jsonb, timestamptz, boolean, text)
     from public, anon, authenticated;
