@@ -208,6 +208,19 @@ def _json(status: int, document: Any) -> Response:
     return status, [("Content-Type", "application/json")], json.dumps(document).encode()
 
 
+def content_length(values: list[str]) -> int | None:
+    """The body's length from the Content-Length headers (0 without one), or None when
+    they do not state one: negative, not decimal digits (int() would take '+5' or
+    '5_0'), or several that disagree."""
+    stated = {value.strip() for value in values}
+    if not stated:
+        return 0
+    if len(stated) > 1:
+        return None
+    (text,) = stated
+    return int(text) if text.isascii() and text.isdecimal() else None
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: LocalGateway
@@ -215,8 +228,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         started = time.perf_counter()
         url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
+        length = content_length(self.headers.get_all("Content-Length") or [])
+        if length is None:
+            self.close_connection = True  # where the body ends is unknown: nothing more can be read
+            invalid = {"success": False, "message": "invalid Content-Length: expected one non-negative integer"}
+            status, headers, payload = _json(400, invalid)
+        elif length > MAX_BODY_BYTES:
             self.close_connection = True  # the unread body would be parsed as the next request
             too_large = {"success": False, "message": "request body over 10 MiB"}
             status, headers, payload = _json(413, too_large)
@@ -231,6 +248,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             if name.lower() not in ("content-length", "connection", "transfer-encoding"):
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")  # the client must not send another request on it
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)

@@ -339,6 +339,42 @@ def test_a_body_over_the_10_mib_limit_gets_413(base_url: str) -> None:
     connection.close()
 
 
+@pytest.mark.parametrize("lengths", [["-1"], ["abc"], ["+5"], ["5_0"], ["0x10"], ["1.5"], [""], ["2", "3"]])
+def test_a_content_length_that_is_not_one_non_negative_integer_gets_400_without_reaching_the_function(
+    base_url: str, capsys: pytest.CaptureFixture[str], lengths: list[str]
+) -> None:
+    connection = http.client.HTTPConnection(base_url.removeprefix("http://"), timeout=10)
+    connection.putrequest("POST", "/echo")
+    for length in lengths:
+        connection.putheader("Content-Length", length)
+    connection.endheaders(b"{}")
+
+    response = connection.getresponse()
+
+    assert response.status == 400
+    assert json.loads(response.read()) == {
+        "success": False,
+        "message": "invalid Content-Length: expected one non-negative integer",
+    }
+    assert response.getheader("Connection") == "close"
+    assert "POST /echo 400 " in capsys.readouterr().err
+    connection.close()
+
+
+def test_repeated_content_length_headers_that_agree_are_one_length(base_url: str) -> None:
+    connection = http.client.HTTPConnection(base_url.removeprefix("http://"), timeout=10)
+    connection.putrequest("POST", "/echo")
+    connection.putheader("Content-Length", "2")
+    connection.putheader("Content-Length", "2")
+    connection.endheaders(b"{}")
+
+    response = connection.getresponse()
+
+    assert response.status == 200
+    assert json.loads(response.read())["event"]["body"] == "{}"
+    connection.close()
+
+
 def test_a_head_request_gets_headers_but_no_body(base_url: str) -> None:
     status, headers, body = call(f"{base_url}/bare", "HEAD")
 

@@ -3,11 +3,15 @@ EMF metric for each outcome."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import pytest
-from conftest import SESSION_ID, Invoke, Lines, call_handler, event_body, load_event, use_backend
+from conftest import REPO, SAMPLE_TOKEN, SESSION_ID, Invoke, Lines, call_handler, event_body, load_event, use_backend
+
+from local import gateway
+from whatsapp_ingest.api import masked
 
 
 def metrics_in(stdout: str) -> list[str]:
@@ -79,3 +83,50 @@ def test_session_id_of_an_invalid_body_is_still_logged(invoke: Invoke, log_lines
     invoke("messages_received/text", body={**event_body("messages_received/text"), "from": "nobody"})
 
     assert [line["session_id"] for line in log_lines()] == [SESSION_ID]
+
+
+@pytest.mark.parametrize(
+    ("wa_id", "shown"),
+    [
+        ("5215512345678", "****5678"),
+        ("123456789012345@lid", "****2345@lid"),
+        ("5215512345678-1600000000@g.us", "****0000@g.us"),
+        ("1234567890", "****7890"),
+        ("123456789", "****"),  # too short to show any of it
+        ("status@broadcast", "****@broadcast"),
+    ],
+)
+def test_a_logged_whatsapp_id_shows_at_most_its_last_four_digits(wa_id: str, shown: str) -> None:
+    assert masked(wa_id) == shown
+
+
+TEXT = "Hola, ¿tienen disponible el modelo azul?"
+
+
+def test_no_event_is_logged_even_when_the_environment_asks_for_it(
+    backend: str, db: Any, monkeypatch: pytest.MonkeyPatch, log_lines: Lines
+) -> None:
+    # Powertools reads POWERTOOLS_LOGGER_LOG_EVENT when a function's module is
+    # imported: import each function anew with it set.
+    monkeypatch.setenv("POWERTOOLS_LOGGER_LOG_EVENT", "true")
+    routes = gateway.load_routes(REPO / "template.yaml")
+    replay = gateway.Route("ReplayFunction", "", "", REPO / "functions" / "replay", "app.lambda_handler")
+    fresh = {r.path: gateway.load_handler(dataclasses.replace(r, logical_id=f"{r.logical_id}LogEvent")) for r in routes}
+    body = {**event_body("messages_received/text"), "message": {"type": "text", "text": TEXT}}
+    queued = {"endpoint": "messages_received", "body": {**body, "message_id": "queued-1"}, "request_id": "r-1"}
+    record = {"messageId": "m-1", "receiptHandle": "h-1", "attributes": {"ApproximateReceiveCount": "1"}}
+
+    for name in ("status_update/valid", "messages_received/text", "qr_update/valid"):
+        event = load_event(name)
+        if name == "messages_received/text":
+            event["body"] = json.dumps(body, ensure_ascii=False)
+        assert call_handler(fresh, event).status == 200
+    queued["received_at"] = "2026-11-28T04:41:00+00:00"
+    event = {"Records": [{**record, "body": json.dumps(queued, ensure_ascii=False)}]}
+    replayed = gateway.load_handler(dataclasses.replace(replay, logical_id="ReplayLogEvent"))
+    assert replayed(event, gateway.LambdaContext("replay")) == {"batchItemFailures": []}
+
+    logged = json.dumps(log_lines(), ensure_ascii=False)
+    assert [line["message"] for line in log_lines()][-1] == "queued request applied"
+    for secret in (SAMPLE_TOKEN, TEXT, "Bearer", "authorization", "5215512345678"):
+        assert secret not in logged, secret

@@ -186,6 +186,21 @@ def test_each_message_type_is_validated_with_its_own_object(
     assert field in {error["field"] for error in result.body["data"]["errors"]}, result.body
 
 
+@pytest.mark.parametrize("field", ["from", "to"])
+@pytest.mark.parametrize(
+    "jid", ["<svg onload=alert(1)>@lid", "1203630\u200b25246125486@g.us", "javascript:x@broadcast"]
+)
+def test_non_phone_id_with_markup_or_invisible_characters_is_400_naming_the_field(
+    invoke: Invoke, db: Any, field: str, jid: str
+) -> None:
+    result = invoke("messages_received/text", body={**event_body("messages_received/text"), field: jid})
+
+    assert result.status == 400
+    assert [error["field"] for error in result.body["data"]["errors"]] == [field]
+    assert "not a WhatsApp id" in result.body["message"]
+    assert count(db, "mensajes") == 0 and count(db, "contacts") == 0
+
+
 def test_message_for_an_unknown_session_is_404_and_writes_nothing(invoke: Invoke, db: Any) -> None:
     result = invoke("messages_received/unknown_session")
 

@@ -49,6 +49,28 @@ def test_invalid_qr_update_is_400_naming_the_field(invoke: Invoke, db: Any, even
     )
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("qr_url", "javascript:alert(document.cookie)"),
+        ("qr_url", "data:image/svg+xml,<svg onload=alert(1)>"),
+        ("qr_code", "x" * (64 * 1024 + 1)),
+    ],
+)
+def test_qr_the_crm_must_not_render_is_400_naming_the_field_and_writes_nothing(
+    invoke: Invoke, db: Any, field: str, value: str
+) -> None:
+    result = invoke("qr_update/valid", body={**event_body("qr_update/valid"), field: value})
+
+    assert result.status == 400
+    assert [error["field"] for error in result.body["data"]["errors"]] == [field]
+    assert result.body["message"].startswith(f"invalid request: {field}: ")
+    assert db.execute("select qr_code, qr_url from public.whatsapp_sessions").fetchone() == {
+        "qr_code": None,
+        "qr_url": None,
+    }
+
+
 def test_qr_for_an_unknown_session_is_404(invoke: Invoke, db: Any) -> None:
     result = invoke("qr_update/unknown_session")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -79,7 +80,7 @@ def test_request_without_an_active_token_is_401_before_the_database_is_touched(
 
     assert result.status == 401
     assert result.headers["WWW-Authenticate"] == 'Bearer realm="whatsapp-ingest"'
-    assert result.body == {"success": False, "message": f"unauthorized: {reason}"}
+    assert result.body == {"success": False, "message": "unauthorized: missing or invalid credentials"}
     assert shared_store.cache_info().currsize == 0  # no store, no client, no connection was made
     (line,) = log_lines()
     assert line["level"] == "WARNING" and line["status"] == 401
@@ -132,11 +133,77 @@ def test_signature_covers_the_raw_bytes_of_a_base64_encoded_body(handlers: Any, 
         (lambda e: {**e, "headers": {**e["headers"], "x-timestamp": "yesterday"}}, "within 300 s"),
     ],
 )
-def test_missing_wrong_or_stale_signature_is_401(handlers: Any, signing: None, tamper: Any, reason: str) -> None:
+def test_missing_wrong_or_stale_signature_is_401_with_the_reason_in_the_log_only(
+    handlers: Any, signing: None, log_lines: Lines, tamper: Any, reason: str
+) -> None:
     result = call_handler(handlers, tamper(signed(load_event("messages_received/text"))))
 
     assert result.status == 401
-    assert reason in result.body["message"]
+    assert result.body == {"success": False, "message": "unauthorized: missing or invalid credentials"}
+    (line,) = log_lines()
+    assert line["status"] == 401 and reason in line["reason"]
+
+
+def test_a_wrong_token_and_a_wrong_signature_get_the_same_answer(handlers: Any, signing: None) -> None:
+    event = signed(load_event("messages_received/text"))
+    wrong_token = call_handler(handlers, authorized(event, "Bearer guessed-token-0123456789"))
+    wrong_signature = call_handler(handlers, {**event, "headers": {**event["headers"], "x-signature": "sha256=00"}})
+    no_signature = call_handler(handlers, load_event("messages_received/text"))
+
+    assert wrong_token.status == wrong_signature.status == no_signature.status == 401
+    assert wrong_token.body == wrong_signature.body == no_signature.body
+    assert wrong_token.headers == wrong_signature.headers == no_signature.headers
+
+
+# ---------------------------------------------------------------------------
+# Signatures required (REQUIRE_SIGNATURE, on in prod)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALID)
+def test_with_signatures_required_an_unsigned_request_is_401_and_a_signed_one_is_stored(
+    handlers: Any, signing: None, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    configure(monkeypatch, REQUIRE_SIGNATURE="true")
+
+    assert call_handler(handlers, load_event(name)).status == 401
+    assert call_handler(handlers, signed(load_event(name))).status == 200
+
+
+@pytest.mark.parametrize("value", ["false", "0", ""])
+def test_with_signatures_not_required_a_token_alone_is_enough_when_there_is_no_signing_key(
+    handlers: Any, monkeypatch: pytest.MonkeyPatch, database_url: str, db: Any, value: str
+) -> None:
+    use_backend(monkeypatch, {"DATABASE_URL": database_url})
+    configure(monkeypatch, REQUIRE_SIGNATURE=value)
+
+    assert call_handler(handlers, load_event("qr_update/valid")).status == 200
+
+
+@pytest.mark.parametrize(
+    ("value", "cause"),
+    [
+        ("true", "REQUIRE_SIGNATURE is on but SIGNING_KEY is not set"),
+        ("TRUE", "REQUIRE_SIGNATURE is on but SIGNING_KEY is not set"),
+        ("1", "REQUIRE_SIGNATURE is on but SIGNING_KEY is not set"),
+        ("yes", "REQUIRE_SIGNATURE must be true or false"),  # not a value the template sets: fail closed
+    ],
+)
+def test_signatures_required_without_a_signing_key_is_500_for_every_request_and_the_log_says_why(
+    handlers: Any, monkeypatch: pytest.MonkeyPatch, database_url: str, db: Any, log_lines: Lines, value: str, cause: str
+) -> None:
+    use_backend(monkeypatch, {"DATABASE_URL": database_url})
+    configure(monkeypatch, REQUIRE_SIGNATURE=value)
+
+    unsigned = call_handler(handlers, load_event("qr_update/valid"))
+    signed_anyway = call_handler(handlers, signed(load_event("qr_update/valid")))
+
+    assert unsigned.status == signed_anyway.status == 500
+    assert unsigned.body == signed_anyway.body == {"success": False, "message": "internal error"}
+    errors = [line for line in log_lines() if line["level"] == "ERROR"]
+    assert len(errors) == 2 and all(cause in line["exception"] for line in errors)
+    assert SAMPLE_TOKEN not in json.dumps(log_lines())
+    assert db.execute("select qr_code from public.whatsapp_sessions").fetchone()["qr_code"] is None
 
 
 def test_signature_within_the_window_is_accepted(handlers: Any, signing: None) -> None:
@@ -201,6 +268,22 @@ def test_rotation_new_token_works_after_max_age_and_removed_token_stops(
     time.sleep(1.1)
     assert status_with(handlers, "token-old-0123456789") == 401
     assert status_with(handlers, "token-new-0123456789") == 200
+
+
+def test_signatures_required_with_an_auth_secret_without_signing_key_is_500_until_the_key_is_added(
+    handlers: Any, deployed: dict[str, str], secrets_manager: Any, monkeypatch: pytest.MonkeyPatch, log_lines: Lines
+) -> None:
+    configure(monkeypatch, REQUIRE_SIGNATURE="true")
+    event = authorized(load_event("status_update/valid"), "Bearer token-old-0123456789")
+
+    assert call_handler(handlers, event).status == 500
+    assert "the auth secret has no signing_key" in log_lines()[0]["exception"]
+
+    secret = {"tokens": ["token-old-0123456789"], "signing_key": SIGNING_KEY}
+    secrets_manager.put_secret_value(SecretId=deployed["auth"], SecretString=json.dumps(secret))
+    time.sleep(1.1)
+    assert call_handler(handlers, event).status == 401
+    assert call_handler(handlers, signed(event)).status == 200
 
 
 def test_a_rotated_database_secret_rebuilds_the_client(
@@ -332,7 +415,8 @@ def test_full_cycle_logs_hold_no_secret_no_message_text_and_only_masked_numbers(
         assert text not in logged
     for number in ("5215512345678", "+52 1 55 1234 5678", "5215500000001"):
         assert number not in logged
-    assert "52155****5678" in logged  # the peer, masked
+    assert "****5678" in logged  # the peer, masked
+    assert not re.search(r"[0-9]\*\*\*\*", logged)  # nothing shown before the mask: no country or area code
 
 
 @pytest.mark.parametrize("body", HOSTILE_BODIES)

@@ -127,6 +127,66 @@ def test_every_function_logs_to_a_group_with_retention(template: dict[str, Any])
         assert group["Properties"]["RetentionInDays"]
 
 
+class TaggedLoader(yaml.SafeLoader):
+    """Keeps each intrinsic as {tag: operand}, so a condition can be evaluated."""
+
+
+TaggedLoader.add_multi_constructor(
+    "!",
+    lambda loader, suffix, node: {
+        suffix: loader.construct_sequence(node, deep=True)
+        if isinstance(node, yaml.SequenceNode)
+        else loader.construct_scalar(node)
+    },
+)
+
+
+def condition(template: dict[str, Any], name: str, parameters: dict[str, str]) -> bool:
+    """The value of a template condition (Equals, And, Or, Not, Condition, Ref) for these parameters."""
+
+    def value(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        ((tag, operand),) = node.items()
+        if tag == "Ref":
+            return parameters.get(operand, template["Parameters"][operand].get("Default"))
+        if tag == "Condition":
+            return value(template["Conditions"][operand])
+        if tag == "Equals":
+            return str(value(operand[0])) == str(value(operand[1]))
+        if tag == "And":
+            return all(value(item) for item in operand)
+        if tag == "Or":
+            return any(value(item) for item in operand)
+        if tag == "Not":
+            return not value(operand[0])
+        raise AssertionError(f"unexpected intrinsic !{tag}")
+
+    return bool(value(template["Conditions"][name]))
+
+
+@pytest.mark.parametrize(
+    ("stage", "setting", "required"),
+    [
+        ("prod", None, True),
+        ("dev", None, False),
+        ("prod", "false", False),
+        ("dev", "true", True),
+        ("prod", "true", True),
+        ("dev", "stage-default", False),
+    ],
+)
+def test_signatures_are_required_in_prod_unless_turned_off_and_in_dev_only_when_turned_on(
+    stage: str, setting: str | None, required: bool
+) -> None:
+    template = yaml.load((REPO / "template.yaml").read_text(), Loader=TaggedLoader)
+    parameters = {"Stage": stage} | ({"RequireSignature": setting} if setting else {})
+
+    assert condition(template, "SignatureRequired", parameters) is required
+    variable = template["Globals"]["Function"]["Environment"]["Variables"]["REQUIRE_SIGNATURE"]
+    assert variable == {"If": ["SignatureRequired", "true", "false"]}
+
+
 def test_samconfig_has_dev_as_default_and_prod() -> None:
     config = tomllib.loads((REPO / "samconfig.toml").read_text())
     assert config["default"]["deploy"]["parameters"]["parameter_overrides"] == 'Stage="dev"'

@@ -54,7 +54,7 @@ def apply(record: SQSRecord) -> None:
 
 
 @metrics.log_metrics
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, log_event=False)  # queued bodies hold message text: never logged
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     global database_down
     database_down = False

@@ -30,7 +30,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from whatsapp_ingest.auth import CHALLENGE, Unauthorized, authenticate
+from whatsapp_ingest.auth import CHALLENGE, REFUSED, Unauthorized, authenticate
 from whatsapp_ingest.config import auth_secrets
 from whatsapp_ingest.models import AcceptedReply, ErrorReply
 from whatsapp_ingest.retry_queue import QueueUnavailable, defer
@@ -49,13 +49,17 @@ Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 
 
 class Rejected(Exception):
-    """A request refused before it reaches a route: status, message, extra headers."""
+    """A request refused before it reaches a route: status, message, extra headers, and
+    the reason to log when it says more than the message may."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, headers: dict[str, str] | None = None, reason: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.reason = reason or message
 
 
 # ---------------------------------------------------------------------------
@@ -77,9 +81,10 @@ def ok(message: str, data: Any) -> Reply:
 
 
 def masked(wa_id: str) -> str:
-    """A WhatsApp id fit for logs: '5215512345678' -> '52155****5678' (ids are personal data)."""
+    """A WhatsApp id fit for logs, at most its last 4 digits: '5215512345678' -> '****5678'
+    (ids are personal data; a short one shows none)."""
     user, at, server = wa_id.partition("@")
-    shown = f"{user[:5]}****{user[-4:]}" if len(user) > 9 else "****"
+    shown = f"****{user[-4:]}" if len(user) > 9 else "****"
     return f"{shown}{at}{server}"
 
 
@@ -287,18 +292,24 @@ def entrypoint(app: IngestApp) -> Handler:
     """The Lambda handler of one function: intake, routing, logging and metrics around `app`."""
     endpoint = app.endpoint
 
+    # log_event=False stated, not left to POWERTOOLS_LOGGER_LOG_EVENT: the event holds
+    # the bearer token, the signature and the message text, none of which is logged.
     @metrics.log_metrics
-    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+    @logger.inject_lambda_context(
+        correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True, log_event=False
+    )
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_dimension(name="endpoint", value=endpoint)
         logger.append_keys(endpoint=endpoint)
         headers = event.get("headers") or {}
+        reason: str | None = None
         try:
             data = request_bytes(event)
             try:
                 signed = authenticate(headers, data, auth_secrets(), time.time())
             except Unauthorized as exc:
-                raise Rejected(401, f"unauthorized: {exc}", {"WWW-Authenticate": CHALLENGE}) from None
+                # One answer for every failure; which check failed goes to the log only.
+                raise Rejected(401, REFUSED, {"WWW-Authenticate": CHALLENGE}, f"unauthorized: {exc}") from None
             method = event.get("requestContext", {}).get("http", {}).get("method", "")
             if method != "POST":
                 raise Rejected(405, f"method {method} not allowed: use POST", {"Allow": "POST"})
@@ -311,6 +322,7 @@ def entrypoint(app: IngestApp) -> Handler:
             app.signed_at = datetime.fromtimestamp(signed, UTC) if signed is not None else None
             response: dict[str, Any] = app.resolve({**event, "headers": {**headers, "content-type": JSON}}, context)
         except Rejected as exc:
+            reason = exc.reason
             response = _proxy(envelope(exc.status, exc.message, headers=exc.headers))
         except Exception:  # a bug or a misconfiguration outside the resolver: still the envelope
             logger.exception("request failed")
@@ -325,7 +337,7 @@ def entrypoint(app: IngestApp) -> Handler:
                 "request rejected",
                 extra={
                     "status": status,
-                    "reason": _message_of(response),
+                    "reason": reason or _message_of(response),
                     "source_ip": event.get("requestContext", {}).get("http", {}).get("sourceIp"),
                 },
             )

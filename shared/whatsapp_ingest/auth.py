@@ -1,5 +1,5 @@
 """Who may call: the orchestrator, proven by a bearer token and, when a signing key
-is configured, by an HMAC of the raw body.
+is configured (always, with REQUIRE_SIGNATURE), by an HMAC of the raw body.
 
 Checked before the body is parsed or the database touched. Tokens are compared
 in constant time against every active token, so a rotation can keep the old and
@@ -17,10 +17,14 @@ from whatsapp_ingest.config import AuthSecrets
 #: How far X-Timestamp may be from our clock, either way: bounds replays.
 SIGNATURE_WINDOW_SECONDS = 300
 CHALLENGE = 'Bearer realm="whatsapp-ingest"'
+#: The one answer to every failed check: a caller cannot tell a wrong token from a
+#: wrong signature, so it cannot learn that a guessed token is active.
+REFUSED = "unauthorized: missing or invalid credentials"
 
 
 class Unauthorized(Exception):
-    """The caller did not prove it is the orchestrator; the reason is safe to show."""
+    """The caller did not prove it is the orchestrator. The reason is for the log
+    only; the caller gets REFUSED."""
 
 
 def sign(key: str, timestamp: str, body: bytes) -> str:

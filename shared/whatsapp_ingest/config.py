@@ -40,6 +40,10 @@ class Settings:
     #: HTTP keep-alive of the Supabase client. Longer than httpx's 5 s default so a
     #: warm container reuses its TLS connection across the gaps between requests.
     http_keepalive_seconds: float
+    #: Every request must be signed (REQUIRE_SIGNATURE; the template turns it on in
+    #: prod): an auth secret without a signing_key is then a configuration error,
+    #: never a silent fall back to the bearer token alone.
+    require_signature: bool
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,14 @@ def _optional(name: str) -> str | None:
     return value or None
 
 
+def _flag(name: str) -> bool:
+    """An on/off setting: 'true' or '1' is on; unset, empty, 'false' or '0' is off."""
+    value = (_optional(name) or "false").lower()
+    if value not in ("true", "1", "false", "0"):
+        raise ConfigError(f"{name} must be true or false")
+    return value in ("true", "1")
+
+
 @cache
 def settings() -> Settings:
     """Settings of this container; `settings.cache_clear()` re-reads them (tests)."""
@@ -77,6 +89,7 @@ def settings() -> Settings:
         secrets_max_age_seconds=int(os.environ.get("SECRETS_MAX_AGE_SECONDS", "300")),
         db_timeout_seconds=float(os.environ.get("DB_TIMEOUT_SECONDS", "5")),
         http_keepalive_seconds=float(os.environ.get("HTTP_KEEPALIVE_SECONDS", "300")),
+        require_signature=_flag("REQUIRE_SIGNATURE"),
     )
 
 
@@ -91,7 +104,8 @@ def _secret(arn: str) -> dict[str, Any]:
 
 
 def auth_secrets() -> AuthSecrets:
-    """The active API tokens (several during a rotation) and the optional signing key."""
+    """The active API tokens (several during a rotation) and the signing key (optional
+    unless REQUIRE_SIGNATURE is on)."""
     arn = settings().auth_secret_arn
     if arn:
         secret = _secret(arn)
@@ -109,6 +123,9 @@ def auth_secrets() -> AuthSecrets:
         raise ConfigError(f"every API token must be a string of at least {MIN_TOKEN_LENGTH} characters")
     if signing_key is not None and (not isinstance(signing_key, str) or len(signing_key) < MIN_TOKEN_LENGTH):
         raise ConfigError(f"the signing key must be a string of at least {MIN_TOKEN_LENGTH} characters")
+    if signing_key is None and settings().require_signature:
+        where = "the auth secret has no signing_key" if arn else "SIGNING_KEY is not set"
+        raise ConfigError(f"REQUIRE_SIGNATURE is on but {where}: every request is refused until it has one")
     return AuthSecrets(active, signing_key)
 
 

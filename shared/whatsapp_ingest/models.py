@@ -36,6 +36,16 @@ _JID = re.compile(
     r"^(?P<user>[^@:\s]{1,64})(?::[0-9]+)?@(?P<server>s\.whatsapp\.net|c\.us|lid|g\.us|broadcast|newsletter)$"
 )
 _PHONE_JID_SERVERS = frozenset({"s.whatsapp.net", "c.us"})
+# The other ids are kept whole and shown by the CRM, so their user part may hold
+# only what WhatsApp issues: digits (@lid, channels, new groups, broadcast lists),
+# '<creator's number>-<creation time>' for groups made before 2021, and 'status'
+# for status@broadcast. Nothing invisible (zero-width) and no markup gets through.
+_NON_PHONE_USERS: dict[str, tuple[re.Pattern[str], str]] = {
+    "lid": (re.compile(r"[0-9]+"), "only digits"),
+    "g.us": (re.compile(r"[0-9]+(?:-[0-9]+)?"), "digits, or digits-digits for an older group"),
+    "broadcast": (re.compile(r"status|[0-9]+"), "digits, or 'status' (status@broadcast)"),
+    "newsletter": (re.compile(r"[0-9]+"), "only digits"),
+}
 _PHONE = re.compile(r"^\+?[0-9\s().\-]+$", re.ASCII)  # ASCII digits only: an Arabic-Indic five is not a 5 to WhatsApp
 
 
@@ -52,6 +62,9 @@ def canonical_wa_id(value: str) -> str:
             raise ValueError("not a WhatsApp id: expected a phone number or a JID such as 5215512345678@s.whatsapp.net")
         if match["server"] in _PHONE_JID_SERVERS:
             return _phone_digits(match["user"])
+        allowed, described = _NON_PHONE_USERS[match["server"]]
+        if not allowed.fullmatch(match["user"]):
+            raise ValueError(f"not a WhatsApp id: the part before @{match['server']} may hold {described}")
         return f"{match['user']}@{match['server']}"
     return _phone_digits(text)
 
@@ -278,15 +291,38 @@ class MessageReceived(_Private):
         return self._raw_message
 
 
+#: The most characters of a qr_code or qr_url. Baileys' raw QR text is about 250
+#: characters; a base64 PNG data URL of it is 3-8 KB at the usual 4-8 pixels per
+#: module, under 32 KB at 20. 64 KiB leaves room for any real QR, and keeps what the
+#: CRM stores and renders (every 20-60 s per pending session) far below the 1 MiB body.
+QR_MAX_CHARS = 65_536
+# What the CRM may put in an <img src> or a link: an https URL (RFC 3986 characters
+# only: no space, quote or angle bracket) or a base64 raster image. Not svg, which
+# can carry script; not javascript: or any other scheme.
+_QR_HTTPS_URL = re.compile(r"https://[A-Za-z0-9.\-]+(?::[0-9]{1,5})?(?:[/?#][A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*)?")
+_QR_DATA_URL = re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,[A-Za-z0-9+/]+={0,2}")
+
+
 class QrUpdate(_Private):
     """A new QR code must be scanned to link the session."""
 
     _shown = ("session_id", "timestamp")
 
     session_id: UUID
-    qr_code: str = Field(min_length=1)
-    qr_url: str | None = None
+    qr_code: str = Field(min_length=1, max_length=QR_MAX_CHARS, description="the raw QR text or a base64 image")
+    qr_url: str | None = Field(
+        default=None,
+        max_length=QR_MAX_CHARS,
+        description="an https:// URL, or a data:image/(png|jpeg|gif|webp);base64 URL",
+    )
     timestamp: Timestamp
+
+    @field_validator("qr_url")
+    @classmethod
+    def _is_https_or_image_data(cls, value: str | None) -> str | None:
+        if value is not None and not (_QR_HTTPS_URL.fullmatch(value) or _QR_DATA_URL.fullmatch(value)):
+            raise ValueError("expected an https:// URL or a data:image/(png|jpeg|gif|webp);base64 URL")
+        return value
 
 
 # ---------------------------------------------------------------------------
