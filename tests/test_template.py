@@ -16,6 +16,7 @@ from local import gateway
 PATHS = {
     "status_update": "/api/whatsapp/sessions/status-update",
     "messages_received": "/api/whatsapp/messages/received",
+    "messages_batch": "/api/whatsapp/messages/batch",
     "qr_update": "/api/whatsapp/sessions/qr-update",
 }
 
@@ -85,7 +86,7 @@ def test_every_function_has_a_reserved_concurrency_of_its_own_from_a_parameter(t
         assert parameter == name.removesuffix("Function") + "ReservedConcurrency", name
         assert parameters[parameter]["Type"] == "Number" and parameters[parameter]["MinValue"] >= 1
         reserved.append(parameter)
-    assert len(set(reserved)) == len(reserved) == 4, "one budget per function, not shared"
+    assert len(set(reserved)) == len(reserved) == len(resources(template, "AWS::Serverless::Function")), "one each"
     # The replay's event source runs up to MaximumConcurrency batches at once: never throttle it.
     replay = template["Resources"]["ReplayFunction"]["Properties"]["Events"]["Queue"]["Properties"]
     assert parameters["ReplayReservedConcurrency"]["MinValue"] >= replay["ScalingConfig"]["MaximumConcurrency"]

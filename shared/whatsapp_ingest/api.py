@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from whatsapp_ingest.auth import CHALLENGE, REFUSED, Unauthorized, authenticate
 from whatsapp_ingest.config import auth_secrets
-from whatsapp_ingest.models import AcceptedReply, ErrorReply
+from whatsapp_ingest.models import AcceptedReply, ErrorReply, field_problem
 from whatsapp_ingest.retry_queue import QueueUnavailable, defer
 from whatsapp_ingest.store import InvalidData, SessionNotFound, StoreUnavailable
 
@@ -114,9 +114,9 @@ def documented(reply: type[BaseModel], success: str) -> dict[int, OpenAPIRespons
     }
 
 
-def count_outcome(outcome: str) -> None:
-    """Count one outcome (stored, duplicate, stale, queued, rejected, failed) as an EMF metric."""
-    metrics.add_metric(name=outcome, unit=MetricUnit.Count, value=1)
+def count_outcome(outcome: str, count: int = 1) -> None:
+    """Count an outcome (stored, duplicate, stale, queued, rejected, failed) as an EMF metric."""
+    metrics.add_metric(name=outcome, unit=MetricUnit.Count, value=count)
 
 
 # ---------------------------------------------------------------------------
@@ -140,6 +140,7 @@ class IngestApp(APIGatewayHttpResolver):
         self.received_at = datetime.now(UTC)
         #: The signed X-Timestamp (the orchestrator's clock) when signing is on; set per request.
         self.signed_at: datetime | None = None
+        self.max_body_bytes = MAX_BODY_BYTES
 
     def _parsed_body(self, _raw: str) -> dict[str, Any]:
         # Powertools asks for the parsed body: hand it the one already parsed,
@@ -147,9 +148,10 @@ class IngestApp(APIGatewayHttpResolver):
         return self.body
 
 
-def create_app(endpoint: str) -> IngestApp:
+def create_app(endpoint: str, max_body_bytes: int = MAX_BODY_BYTES) -> IngestApp:
     """A resolver with validation on and every error mapped to the envelope."""
     app = IngestApp(endpoint)
+    app.max_body_bytes = max_body_bytes
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response:
@@ -200,10 +202,8 @@ def _serialize(body: Any) -> str:
 
 
 def _describe(error: dict[str, Any]) -> dict[str, str]:
-    """One pydantic error as {field, problem}, in the request's own terms."""
-    loc = [str(part) for part in error.get("loc", ()) if part != "body"]
-    problem = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-    return {"field": ".".join(loc) or "body", "problem": problem}
+    field, problem = field_problem(error)
+    return {"field": field, "problem": problem}
 
 
 # ---------------------------------------------------------------------------
@@ -244,7 +244,7 @@ def _storable(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def request_bytes(event: dict[str, Any]) -> bytes:
+def request_bytes(event: dict[str, Any], limit: int = MAX_BODY_BYTES) -> bytes:
     """The raw body as sent (API Gateway base64-encodes what is not text)."""
     raw: str = event.get("body") or ""
     if event.get("isBase64Encoded") and raw:
@@ -254,8 +254,8 @@ def request_bytes(event: dict[str, Any]) -> bytes:
             raise Rejected(400, "malformed body: invalid base64") from None
     else:
         data = raw.encode("utf-8", "surrogatepass")
-    if len(data) > MAX_BODY_BYTES:
-        raise Rejected(413, f"body too large: the limit is {MAX_BODY_BYTES} bytes")
+    if len(data) > limit:
+        raise Rejected(413, f"body too large: the limit is {limit} bytes")
     return data
 
 
@@ -304,7 +304,7 @@ def entrypoint(app: IngestApp) -> Handler:
         headers = event.get("headers") or {}
         reason: str | None = None
         try:
-            data = request_bytes(event)
+            data = request_bytes(event, app.max_body_bytes)
             try:
                 signed = authenticate(headers, data, auth_secrets(), time.time())
             except Unauthorized as exc:

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     Strict,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -325,6 +326,63 @@ class QrUpdate(_Private):
         return value
 
 
+#: A batch holds at most this many messages and this many bytes. The bytes: a
+#: Lambda invocation carries at most 6 MB (the API Gateway event, in which the
+#: body is a JSON string, so quotes and non-ASCII text grow when escaped); API
+#: Gateway itself would take 10 MB. The items: a history page of Baileys'
+#: messaging-history.set, with room; 1,000 text messages are about 0.5 MB.
+MAX_BATCH_ITEMS = 1000
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+
+
+def field_problem(error: Any) -> tuple[str, str]:
+    """One pydantic error as (field, problem), in the request's own terms."""
+    loc = [str(part) for part in error.get("loc", ()) if part != "body"]
+    problem = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return ".".join(loc) or "body", problem
+
+
+class Rejection(BaseModel):
+    """An item of a batch that was not stored, and why."""
+
+    index: int
+    message_id: str | None
+    field: str
+    problem: str
+
+
+class MessagesBatch(_Private):
+    """Several messages of one session (history sync): each item is a messages/received
+    body without session_id, validated on its own, so one bad item rejects only itself."""
+
+    _shown = ("session_id",)
+
+    session_id: UUID
+    messages: list[Any] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+    def validated(self) -> tuple[list[MessageReceived], list[Rejection]]:
+        """The items that are valid messages, and a Rejection for each other item."""
+        valid: list[MessageReceived] = []
+        rejected: list[Rejection] = []
+        for index, item in enumerate(self.messages):
+            message_id = item.get("message_id") if isinstance(item, dict) else None
+            shown_id = message_id[:512] if isinstance(message_id, str) else None
+            if not isinstance(item, dict):
+                rejected.append(Rejection(index=index, message_id=None, field="", problem="an item must be an object"))
+                continue
+            if item.get("session_id", str(self.session_id)) != str(self.session_id):
+                rejected.append(
+                    Rejection(index=index, message_id=shown_id, field="session_id", problem="items take the batch's")
+                )
+                continue
+            try:
+                valid.append(MessageReceived.model_validate({**item, "session_id": self.session_id}))
+            except ValidationError as exc:
+                field, problem = field_problem(exc.errors()[0])
+                rejected.append(Rejection(index=index, message_id=shown_id, field=field, problem=problem))
+        return valid, rejected
+
+
 # ---------------------------------------------------------------------------
 # Replies, as documented in the OpenAPI document (docs/openapi.json)
 # ---------------------------------------------------------------------------
@@ -401,6 +459,13 @@ class MessageResult(BaseModel):
     duplicate: bool = Field(description="true when this message id was already stored: nothing was written")
 
 
+class BatchResult(BaseModel):
+    stored: int = Field(description="messages written")
+    duplicates: int = Field(description="items whose message id was already stored, or repeated in the batch")
+    rejected: int = Field(description="items not valid: nothing of them was written")
+    rejections: list[Rejection]
+
+
 class QrSession(Session):
     duplicate: bool = Field(description="true when this QR is the one already shown: nothing was written")
 
@@ -436,6 +501,10 @@ class MessageReply(_Reply):
 
 class QrReply(_Reply):
     data: QrResult
+
+
+class BatchReply(_Reply):
+    data: BatchResult
 
 
 class AcceptedReply(_Reply):

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from whatsapp_ingest.config import settings
-from whatsapp_ingest.models import MessageReceived, QrUpdate, StatusUpdate
+from whatsapp_ingest.models import MessageReceived, MessagesBatch, QrUpdate, StatusUpdate
 from whatsapp_ingest.store import InvalidData, SessionNotFound, Store, get_store
 
 
@@ -40,7 +40,17 @@ OPERATIONS: dict[str, tuple[type[BaseModel], Operation]] = {
     ),
     "messages_received": (MessageReceived, lambda store, body, _, __: store.ingest_message(body)),
     "qr_update": (QrUpdate, lambda store, body, received, _: store.store_qr(body, received)),
+    # Items rejected when the batch arrived are rejected again, and stored by nobody.
+    "messages_batch": (
+        MessagesBatch,
+        lambda store, body, _, __: store.ingest_batch(body.session_id, body.validated()[0]),
+    ),
 }
+
+#: A queued batch is split into SQS messages of at most this size (one item bigger than it goes alone, up to
+#: the queue's MaximumMessageSize, 1 MiB, SQS's largest). Ten of them, one replay invocation, stay under the
+#: 6 MB a Lambda invocation may carry.
+CHUNK_BYTES = 256 * 1024
 
 
 @cache
@@ -68,9 +78,36 @@ def defer(
     if signed_at is not None:
         message["signed_at"] = signed_at.isoformat()
     try:
-        sqs().send_message(QueueUrl=url, MessageBody=json.dumps(message, ensure_ascii=False, separators=(",", ":")))
+        for chunk in chunks(message):
+            sqs().send_message(QueueUrl=url, MessageBody=chunk)
     except (BotoCoreError, ClientError) as exc:
         raise QueueUnavailable(type(exc).__name__) from exc
+
+
+def _encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+def chunks(message: dict[str, Any]) -> list[str]:
+    """The SQS message bodies for one queued request: a batch whose encoding is over
+    CHUNK_BYTES is split into batches that are not (each item whole, in order)."""
+    whole = _encode(message)
+    items = message["body"].get("messages") if message["endpoint"] == "messages_batch" else None
+    if len(whole.encode()) <= CHUNK_BYTES or not isinstance(items, list) or len(items) < 2:
+        return [whole]
+    envelope = len(_encode({**message, "body": {**message["body"], "messages": []}}).encode())
+    bodies: list[str] = []
+    current: list[Any] = []
+    size = envelope
+    for item in items:
+        item_size = len(_encode(item).encode()) + 1  # and its comma
+        if current and size + item_size > CHUNK_BYTES:
+            bodies.append(_encode({**message, "body": {**message["body"], "messages": current}}))
+            current, size = [], envelope
+        current.append(item)
+        size += item_size
+    bodies.append(_encode({**message, "body": {**message["body"], "messages": current}}))
+    return bodies
 
 
 def replay(message_body: str) -> dict[str, Any]:

@@ -57,8 +57,8 @@ def _classify(sqlstate: str | None) -> type[StoreError]:
     # data exception, integrity constraint violation, a value too large for an index
     if state[:2] in ("22", "23", "54"):
         return InvalidData
-    # connection, resources, shutdown, statement timeout
-    if state[:2] in ("08", "53") or state.startswith("57P") or state == "57014":
+    # connection, resources, shutdown, statement timeout, a deadlock or serialization failure (retrying wins)
+    if state[:2] in ("08", "53", "40") or state.startswith("57P") or state == "57014":
         return StoreUnavailable
     return StoreError
 
@@ -121,6 +121,31 @@ class Store(ABC):
             received.session_id,
         )
 
+    def ingest_batch(self, session_id: UUID, items: list[MessageReceived]) -> dict[str, Any]:
+        """Store valid messages of one session in one set-based call; returns {stored, duplicates}."""
+        return self._call(
+            "whatsapp_ingest_batch",
+            {
+                "p_session_id": str(session_id),
+                "p_messages": [
+                    {
+                        "i": index,
+                        "message_id": item.message_id,
+                        "from": item.from_,
+                        "to": item.to,
+                        "type": item.message.type,
+                        "body": item.message.body,
+                        "content": item.content,
+                        "sent_at": item.timestamp.isoformat(),
+                        "from_me": item.from_me,
+                        "push_name": item.push_name,
+                    }
+                    for index, item in enumerate(items)
+                ],
+            },
+            session_id,
+        )
+
     @abstractmethod
     def _call(self, function: str, args: dict[str, Any], session_id: UUID) -> dict[str, Any]:
         """Call public.<function> with named JSON-able arguments; return its jsonb result.
@@ -164,7 +189,7 @@ class PostgresStore(Store):
     def _call(self, function: str, args: dict[str, Any], session_id: UUID) -> dict[str, Any]:
         import psycopg
 
-        params = {name: json.dumps(v) if isinstance(v, dict) else v for name, v in args.items()}
+        params = {name: json.dumps(v) if isinstance(v, dict | list) else v for name, v in args.items()}
         named = ", ".join(f"{name} => %({name})s" for name in params)
         query = f"select public.{function}({named})"
         # A kept connection may have been closed while the container was frozen:
