@@ -189,6 +189,38 @@ def test_database_down_messages_are_accepted_queued_and_replayed_exactly_once(
     assert stored == {b["message_id"]: b["message"]["text"] for b in sent}
 
 
+def test_a_batch_during_an_outage_is_queued_in_chunks_and_replayed_exactly_once_per_message(
+    handlers: Any, outage: Outage, queue: Any, replay_handler: Any
+) -> None:
+    from whatsapp_ingest.retry_queue import CHUNK_BYTES
+
+    sqs, url = queue
+    items = [
+        {k: v for k, v in {**body, "message": {"type": "text", "text": "ñ" * 600}}.items() if k != "session_id"}
+        for body in deliveries(distinct=800, contacts=40, duplicates=0)
+        if body["session_id"] == SESSION_ID
+    ]
+    items.append({"from": "not a number", "to": "1", "timestamp": 1, "message_id": "bad", "message": {}})
+    outage.stop()
+
+    result = post(handlers, "messages_batch/valid", {"session_id": SESSION_ID, "messages": items})
+
+    assert result.status == 202
+    queued = int(
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
+            "ApproximateNumberOfMessages"
+        ]
+    )
+    assert queued > 1  # split: each SQS message within CHUNK_BYTES (tests/test_batch.py)
+    outage.start()
+    drain(sqs, url, replay_handler)
+    drain(sqs, url, replay_handler)  # a second pass finds nothing to do
+
+    assert outage.count("mensajes") == len(items) - 1 == 400
+    assert outage.rows("select count(*) as n from public.mensajes where length(body) <> 600") == [{"n": 0}]
+    assert CHUNK_BYTES < len(json.dumps(items).encode())
+
+
 def test_status_and_qr_updates_are_queued_too(handlers: Any, outage: Outage, queue: Any, replay_handler: Any) -> None:
     sqs, url = queue
     outage.stop()
