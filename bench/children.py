@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import bulk
 from bench.common import (
     INGEST_SQL,
     SERVICE_KEY,
@@ -109,6 +110,10 @@ def requests(args: argparse.Namespace) -> dict[str, Any]:
     for i in range(args.n):
         if args.function == "messages_received":
             event = message_event(message_body(f"bench-rt-{tag}-{i}", fresh_peer()))
+        elif args.function == "messages_batch":
+            peers = [fresh_peer() for _ in range(bulk.BATCH_SIZE // 5)]
+            bodies = [message_body(f"bench-rt-{tag}-{i}-{j}", peers[j % len(peers)]) for j in range(bulk.BATCH_SIZE)]
+            event = bulk.batch_event(bodies)
         else:
             event = load_event(f"{args.function}/valid")
         _ok(handler(event, context))
@@ -238,6 +243,8 @@ def secrets(args: argparse.Namespace) -> dict[str, Any]:
 
 
 KINDS = {
+    "bulk": bulk.ingest,
+    "bulk_rss": bulk.peak_rss,
     "warm": warm,
     "requests": requests,
     "latency": latency,

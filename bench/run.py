@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import bulk
 from bench.common import FUNCTIONS, PYTHON, REPO, RESPONSE_MARK, SERVICE_KEY, SHARED, postgres_env, supabase_env
 
 BENCH = Path(__file__).resolve().parent
@@ -459,7 +460,7 @@ def round_trips(table: Table, reps: Reps, db: Database, standin: CountingStandin
     try:
         with psycopg.connect(db.meter_url, autocommit=True) as meter:
             _quiet(meter)
-            for function in ("status_update", "qr_update", "messages_received", "six"):
+            for function in ("status_update", "qr_update", "messages_received", "messages_batch", "six"):
                 small, large = counted(meter, function, reps.rt_small), counted(meter, function, reps.rt_large)
                 per[function] = [(b - a) / span for a, b in zip(small, large, strict=True)]
     finally:
@@ -479,7 +480,8 @@ def round_trips(table: Table, reps: Reps, db: Database, standin: CountingStandin
         met = "met" if (xacts, statements) == (1, 1) else "**missed**"
         table.append(
             Row(
-                f"{function}: transactions / statements",
+                f"{function}: transactions / statements"
+                + (" (per batch of 500)" if function == "messages_batch" else ""),
                 f"{xacts:g} / {statements:g}",
                 f"{six_xacts:g} / {six_statements:g}" if messages else "",
                 f"{xacts / six_xacts:.2f} / {statements / six_statements:.2f}" if messages else "",
@@ -781,6 +783,8 @@ def run(reps: Reps) -> str:
             guarded(table, "round trips", lambda: round_trips(table, reps, db, standin))
             progress("latency through the delay proxy")
             guarded(table, "latency", lambda: latency(table, reps, db))
+            progress("bulk ingest")
+            guarded(table, "bulk", lambda: bulk.section(table, Row, child, db, reps == QUICK))
             progress("candidate changes")
             if layer is not None and cold is not None:
                 guarded(table, "candidates", lambda: candidates(table, reps, db, standin, layer, cold))

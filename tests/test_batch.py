@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -282,3 +283,16 @@ def test_batch_items_are_validated_like_single_messages_on_the_database_too(data
             conn.execute("select count(*) as n from public.mensajes where whatsapp_message_id = 'x'").fetchone()["n"]
             == 0
         )
+
+
+def test_the_readme_example_answers_as_documented(invoke: Invoke, db: Any) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme[readme.index('/api/whatsapp/messages/batch" -H') :]
+    body = json.loads(block[block.index("-d '") + 4 : block.index("}]}'") + 3])
+
+    result = invoke(request(BATCH, body))
+
+    assert result.body["message"] == "2 stored, 0 duplicates, 1 rejected"
+    assert [(r["index"], r["message_id"], r["field"]) for r in result.body["data"]["rejections"]] == [
+        (2, "HIST0003", "from")
+    ]
