@@ -19,17 +19,20 @@ def ingest(conn: psycopg.Connection[Any], body: dict[str, Any]) -> dict[str, Any
     """Store one message the six-round-trip way; returns {message_id, contact_id, chat_id}."""
     args = message_args(body)
     session = conn.execute(
-        "select id, own_wa_id from public.whatsapp_sessions where id = %s", (args["p_session_id"],)
+        "select id, own_wa_id, account_id from public.whatsapp_sessions where id = %s", (args["p_session_id"],)
     ).fetchone()
     if session is None:
         raise LookupError(f"session {args['p_session_id']} not found")
     outbound = args["p_from"] == session[1]
     peer = args["p_to"] if outbound else args["p_from"]
-    contact = conn.execute("select id from public.contacts where wa_id = %s", (peer,)).fetchone()
+    account = session[2]
+    contact = conn.execute(
+        "select id from public.contacts where account_id = %s and wa_id = %s", (account, peer)
+    ).fetchone()
     if contact is None:
         contact = conn.execute(
-            "insert into public.contacts (wa_id, phone_number) values (%s, %s) returning id",
-            (peer, None if "@" in peer else f"+{peer}"),
+            "insert into public.contacts (account_id, wa_id, phone_number) values (%s, %s, %s) returning id",
+            (account, peer, None if "@" in peer else f"+{peer}"),
         ).fetchone()
     assert contact is not None
     chat = conn.execute(
@@ -37,14 +40,15 @@ def ingest(conn: psycopg.Connection[Any], body: dict[str, Any]) -> dict[str, Any
     ).fetchone()
     if chat is None:
         chat = conn.execute(
-            "insert into public.chats (session_id, contact_id) values (%s, %s) returning id",
-            (args["p_session_id"], contact[0]),
+            "insert into public.chats (account_id, session_id, contact_id) values (%s, %s, %s) returning id",
+            (account, args["p_session_id"], contact[0]),
         ).fetchone()
     assert chat is not None
     message = conn.execute(
-        "insert into public.mensajes (chat_id, session_id, contact_id, whatsapp_message_id, direction,"
-        " message_type, body, content, sent_at) values (%s, %s, %s, %s, %s, %s, %s, %s, %s) returning id",
+        "insert into public.mensajes (account_id, chat_id, session_id, contact_id, whatsapp_message_id, direction,"
+        " message_type, body, content, sent_at) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) returning id",
         (
+            account,
             chat[0],
             args["p_session_id"],
             contact[0],

@@ -44,6 +44,10 @@ class Settings:
     #: prod): an auth secret without a signing_key is then a configuration error,
     #: never a silent fall back to the bearer token alone.
     require_signature: bool
+    #: Direct Postgres: libpq's sslmode and sslrootcert unless the URL sets them
+    #: (the template: verify-full, with Supabase's CA; docs/DEPLOY.md).
+    database_sslmode: str | None
+    database_sslrootcert: str | None
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ def settings() -> Settings:
         db_timeout_seconds=float(os.environ.get("DB_TIMEOUT_SECONDS", "5")),
         http_keepalive_seconds=float(os.environ.get("HTTP_KEEPALIVE_SECONDS", "300")),
         require_signature=_flag("REQUIRE_SIGNATURE"),
+        database_sslmode=_optional("DATABASE_SSLMODE"),
+        database_sslrootcert=_optional("DATABASE_SSLROOTCERT"),
     )
 
 

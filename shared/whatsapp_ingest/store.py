@@ -161,9 +161,12 @@ class PostgresStore(Store):
     transaction pooler cannot carry from one transaction to the next.
     """
 
-    def __init__(self, database_url: str, timeout_seconds: float) -> None:
+    def __init__(
+        self, database_url: str, timeout_seconds: float, sslmode: str | None = None, sslrootcert: str | None = None
+    ) -> None:
         self._url = database_url
         self._timeout = timeout_seconds
+        self._tls = {name: value for name, value in (("sslmode", sslmode), ("sslrootcert", sslrootcert)) if value}
         self._local = threading.local()
 
     def _connect(self) -> Any:
@@ -180,6 +183,8 @@ class PostgresStore(Store):
         # was frozen must fail in seconds, not hang until the Lambda times out.
         params.setdefault("tcp_user_timeout", int(self._timeout * 1000))
         params.setdefault("keepalives_idle", 30)
+        for name, value in self._tls.items():  # the URL's own TLS settings win
+            params.setdefault(name, value)
         return psycopg.connect(
             make_conninfo("", **params),
             autocommit=True,  # the function call is the transaction
@@ -305,7 +310,9 @@ def build_store(config: Settings, secrets: DatabaseSecrets) -> Store:
             config.supabase_url, secrets.supabase_key, config.db_timeout_seconds, config.http_keepalive_seconds
         )
     if secrets.database_url:
-        return PostgresStore(secrets.database_url, config.db_timeout_seconds)
+        return PostgresStore(
+            secrets.database_url, config.db_timeout_seconds, config.database_sslmode, config.database_sslrootcert
+        )
     raise ConfigError("set SUPABASE_URL (with the service role key) or DATABASE_URL")
 
 
