@@ -23,7 +23,7 @@ from local import database, gateway
 
 DOCUMENT = gateway.REPO / "docs" / "openapi.json"
 #: Order matters: each runs against the state the previous ones left.
-ENDPOINTS = ["status_update", "messages_received", "qr_update"]
+ENDPOINTS = ["status_update", "messages_received", "messages_batch", "qr_update"]
 #: Values that change from run to run, pinned so the document is reproducible.
 VOLATILE = {"created_at": "2026-11-28T04:43:00.000000+00:00", "updated_at": "2026-11-28T04:43:00.000000+00:00"}
 EXAMPLE_TOKEN = "local-dev-sample-token"
@@ -124,7 +124,8 @@ def _record_examples(document: dict[str, Any], routes: list[gateway.Route], data
             no_token = _changed(valid, headers={"authorization": None})
             _example(operation, "without_token", no_token, handler, False)
             _example(operation, "not_json", _changed(valid, headers={"content-type": "text/plain"}), handler, False)
-            _example(operation, "too_large", _changed(valid, body=" " * (1024 * 1024) + valid["body"]), handler, False)
+            limit = _resolver_of(route).max_body_bytes
+            _example(operation, "too_large", _changed(valid, body=" " * limit + valid["body"]), handler, False)
             os.environ["DATABASE_URL"] = "postgresql://postgres@/postgres?host=/nonexistent"
             shared_store.cache_clear()
             _example(operation, "database_and_queue_down", valid, handler, False)
