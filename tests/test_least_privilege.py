@@ -111,3 +111,8 @@ def test_a_sslmode_in_the_database_url_wins(database_url: str, monkeypatch: pyte
         assert connection.info.get_parameters()["sslmode"] == "disable"
     finally:
         connection.close()
+
+
+def test_the_owner_role_cannot_create_objects(db: Any) -> None:
+    row = db.execute("select has_schema_privilege('whatsapp_ingest_owner', 'public', 'create') as c").fetchone()
+    assert row["c"] is False

@@ -51,7 +51,10 @@ grant execute on function
     public.whatsapp_batch_items(jsonb, text)
     to whatsapp_ingest_owner;
 
--- The entry points: owned by the owner, run with its rights.
+-- The entry points: owned by the owner, run with its rights. A new owner must
+-- hold CREATE on the schema when a non-superuser (Supabase's postgres) hands a
+-- function over; it is taken back below, once they are its.
+grant create on schema public to whatsapp_ingest_owner;
 alter function public.whatsapp_update_session_status(uuid, text, jsonb, timestamptz, timestamptz)
     owner to whatsapp_ingest_owner;
 alter function public.whatsapp_update_session_status(uuid, text, jsonb, timestamptz, timestamptz)
@@ -68,6 +71,8 @@ alter function public.whatsapp_ingest_batch(uuid, jsonb)
     owner to whatsapp_ingest_owner;
 alter function public.whatsapp_ingest_batch(uuid, jsonb)
     security definer;
+
+revoke create on schema public from whatsapp_ingest_owner;
 
 -- A new owner starts with the default EXECUTE for PUBLIC: take it back, then
 -- grant the entry points to the login and to the service role only.
