@@ -26,7 +26,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
+import socket
 import sys
+import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -43,7 +46,8 @@ FILES = {
     "/console/console.js": ("console.js", "text/javascript; charset=utf-8"),
 }
 CHANNEL = "realtime"  # what local realtime.send notifies
-HEARTBEAT_SECONDS = 10.0  # a comment line on an idle stream: a gone client is noticed by then
+HEARTBEAT_SECONDS = 15.0  # a comment line on an idle stream
+CHECK_SECONDS = 0.5  # how soon a stream whose page was closed lets its database connection go
 CHATS_PER_SESSION = 20
 MESSAGES_PER_CHAT = 10
 CONNECT_TIMEOUT_SECONDS = 5
@@ -194,7 +198,7 @@ def _reply(request: BaseHTTPRequestHandler, status: int, content_type: str, payl
 
 def _stream(request: BaseHTTPRequestHandler) -> None:
     """Relay every notification on channel 'realtime' as one SSE message, until the client
-    goes away (a write fails: at the latest at the next heartbeat). The gateway serves
+    goes away (noticed within CHECK_SECONDS) or a write fails. The gateway serves
     each request on a daemon thread, so an open stream holds neither the other requests
     nor the shutdown."""
     url = database_url()
@@ -212,15 +216,25 @@ def _stream(request: BaseHTTPRequestHandler) -> None:
             request.end_headers()
             # Listening from here: the page reads the state after this and misses nothing.
             _send(request, b"retry: 1000\nevent: ready\ndata: {}\n\n")
-            while True:
-                for notify in conn.notifies(timeout=HEARTBEAT_SECONDS):
+            quiet_since = time.monotonic()
+            while not _gone(request):
+                for notify in conn.notifies(timeout=CHECK_SECONDS):
                     lines = "".join(f"data: {line}\n" for line in notify.payload.splitlines())
                     _send(request, f"event: broadcast\n{lines}\n".encode())
-                _send(request, b": heartbeat\n\n")
+                    quiet_since = time.monotonic()
+                if time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
+                    _send(request, b": heartbeat\n\n")  # what keeps proxies and idle timers from closing it
+                    quiet_since = time.monotonic()
     except (ConnectionError, TimeoutError):
         pass  # the page was closed or reloaded
     except psycopg.OperationalError as error:  # the database went away: the page reconnects
         print(f"console: event stream ended: {error}", file=sys.stderr)
+
+
+def _gone(request: BaseHTTPRequestHandler) -> bool:
+    """The client closed its end (an EventSource sends nothing after its request)."""
+    readable, _, _ = select.select([request.connection], [], [], 0)
+    return bool(readable) and not request.connection.recv(1, socket.MSG_PEEK)
 
 
 def _send(request: BaseHTTPRequestHandler, chunk: bytes) -> None:
