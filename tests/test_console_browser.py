@@ -4,7 +4,8 @@ change must show within 1 s without a reload, and the QR on a screenshot must re
 with zbar, as the string posted.
 
 chromium, chromedriver and zbarimg come from apt (`make browser-tools`, run by
-`make venv` and .ci/run); without them this test fails, it does not skip.
+`make venv` and .ci/run); without them this test fails, it does not skip. CHROMIUM and
+CHROMEDRIVER name other binaries (a Chrome and its driver) where Debian's are not installed.
 """
 
 from __future__ import annotations
