@@ -7,10 +7,10 @@ SAM    := PATH="$(abspath $(BIN)):$$PATH" SAM_CLI_TELEMETRY=0 $(BIN)/sam
 PORT   ?= 3000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock run test lint typecheck validate build check-security docs bench ci clean
+.PHONY: help venv browser-tools lock run test lint typecheck validate build check-security docs bench ci clean
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 # Installed only from the locks (make lock writes them from the .in files): every
 # package pinned, every file checked against its hash, nothing resolved at install.
@@ -28,7 +28,15 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/python $(PIP_LOCKED) -r requirements-checkov.txt
 	touch $@
 
-venv: $(BIN)/.installed ## Create the venv and install everything from the locks
+venv: $(BIN)/.installed browser-tools ## Create the venv and install everything from the locks
+
+# The console's browser test (tests/test_console_browser.py) drives Debian's chromium
+# through its chromedriver and reads the QR back with zbarimg: from apt, when missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser-tools: ## Install chromium, chromedriver and zbarimg with apt, if missing
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v zbarimg >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver zbar-tools; \
+	else echo "no apt-get: install chromium, chromedriver and zbarimg, or the console's browser test fails" >&2; fi
 
 # One resolution for every platform (the arm64 layer too), with the hash of every file.
 UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.13 --generate-hashes \

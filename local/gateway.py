@@ -29,6 +29,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
+from local import console
+
 REPO = Path(__file__).resolve().parent.parent
 MAX_BODY_BYTES = 10 * 1024 * 1024  # the HTTP API payload limit
 TIMEOUT_MS = 15_000  # Globals.Function.Timeout
@@ -226,6 +228,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server: LocalGateway
 
     def _serve(self) -> None:
+        if console.serve(self):  # GET / and /console/...: make run's live console, never deployed
+            return
         started = time.perf_counter()
         url = urlsplit(self.path)
         length = content_length(self.headers.get_all("Content-Length") or [])
