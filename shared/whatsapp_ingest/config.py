@@ -40,6 +40,10 @@ class Settings:
     #: HTTP keep-alive of the Supabase client. Longer than httpx's 5 s default so a
     #: warm container reuses its TLS connection across the gaps between requests.
     http_keepalive_seconds: float
+    #: ARN of the gateways' webhook secrets (GatewaySecrets); unset: their environment variables.
+    gateway_secret_arn: str | None = None
+    #: A message deleted for everyone loses its text and content (else kept for audit).
+    erase_deleted_content: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,19 @@ class AuthSecrets:
 
     def __repr__(self) -> str:  # never print a secret by accident
         return f"AuthSecrets(tokens=<{len(self.tokens)}>, signing_key={'<set>' if self.signing_key else None})"
+
+
+@dataclass(frozen=True)
+class GatewaySecrets:
+    """What each gateway's webhook proves itself with (README, "Gateways"); None: not configured."""
+
+    meta_app_secret: str | None = None
+    meta_verify_token: str | None = None
+    waha_hmac_key: str | None = None
+    evolution_webhook_token: str | None = None
+
+    def __repr__(self) -> str:
+        return "GatewaySecrets(<redacted>)"
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,8 @@ def settings() -> Settings:
         secrets_max_age_seconds=int(os.environ.get("SECRETS_MAX_AGE_SECONDS", "300")),
         db_timeout_seconds=float(os.environ.get("DB_TIMEOUT_SECONDS", "5")),
         http_keepalive_seconds=float(os.environ.get("HTTP_KEEPALIVE_SECONDS", "300")),
+        gateway_secret_arn=_optional("GATEWAY_SECRET_ARN"),
+        erase_deleted_content=os.environ.get("ERASE_DELETED_CONTENT", "").strip().lower() in ("1", "true", "yes"),
     )
 
 
@@ -118,3 +137,25 @@ def database_secrets() -> DatabaseSecrets:
         secret = _secret(arn)
         return DatabaseSecrets(secret.get("supabase_service_role_key"), secret.get("database_url"))
     return DatabaseSecrets(_optional("SUPABASE_SERVICE_ROLE_KEY"), _optional("DATABASE_URL"))
+
+
+#: The gateway secrets: their keys in the Secrets Manager JSON, and their environment variables locally.
+_GATEWAY_SECRETS = {
+    "meta_app_secret": "META_APP_SECRET",
+    "meta_verify_token": "META_VERIFY_TOKEN",
+    "waha_hmac_key": "WAHA_HMAC_KEY",
+    "evolution_webhook_token": "EVOLUTION_WEBHOOK_TOKEN",
+}
+
+
+def gateway_secrets() -> GatewaySecrets:
+    """The webhook secrets of the gateways (GATEWAY_SECRET_ARN's JSON, or the environment)."""
+    arn = settings().gateway_secret_arn
+    secret = _secret(arn) if arn else {key: _optional(env) for key, env in _GATEWAY_SECRETS.items()}
+    values: dict[str, str | None] = {}
+    for key in _GATEWAY_SECRETS:
+        value = secret.get(key) or None
+        if value is not None and (not isinstance(value, str) or len(value) < MIN_TOKEN_LENGTH // 2):
+            raise ConfigError(f"{key} must be a string of at least {MIN_TOKEN_LENGTH // 2} characters")
+        values[key] = value
+    return GatewaySecrets(**values)

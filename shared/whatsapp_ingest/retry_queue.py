@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from whatsapp_ingest.config import settings
+from whatsapp_ingest.events import GatewayBatch
 from whatsapp_ingest.models import MessageReceived, QrUpdate, StatusUpdate
 from whatsapp_ingest.store import InvalidData, SessionNotFound, Store, get_store
 
@@ -40,6 +41,8 @@ OPERATIONS: dict[str, tuple[type[BaseModel], Operation]] = {
     ),
     "messages_received": (MessageReceived, lambda store, body, _, __: store.ingest_message(body)),
     "qr_update": (QrUpdate, lambda store, body, received, _: store.store_qr(body, received)),
+    # A gateway's webhook, queued as its authenticated, translated events (webhooks.py).
+    "gateway_events": (GatewayBatch, lambda store, body, received, _: store.apply_gateway_events(body, received)),
 }
 
 
