@@ -33,7 +33,12 @@ def files(gateway: str) -> list[Path]:
 
 
 def webhook_event(
-    gateway: str, body: Any, *, method: str = "POST", headers: dict[str, str] | None = None, sign: bool = True,
+    gateway: str,
+    body: Any,
+    *,
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+    sign: bool = True,
     query: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     raw = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
