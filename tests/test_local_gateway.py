@@ -162,13 +162,16 @@ def test_routes_are_read_from_the_template(template: Path) -> None:
     assert routes["BareFunction"].code_dir.is_absolute()
 
 
-def test_the_real_template_routes_the_three_whatsapp_endpoints() -> None:
+def test_the_real_template_routes_the_whatsapp_endpoints_and_gateway_webhooks() -> None:
     routes = gateway.load_routes(REPO / "template.yaml")
 
     assert sorted((route.method, route.path) for route in routes) == [
         ("ANY", "/api/whatsapp/messages/received"),
         ("ANY", "/api/whatsapp/sessions/qr-update"),
         ("ANY", "/api/whatsapp/sessions/status-update"),
+        ("ANY", "/api/whatsapp/webhooks/evolution"),
+        ("ANY", "/api/whatsapp/webhooks/meta"),
+        ("ANY", "/api/whatsapp/webhooks/waha"),
     ]
     assert {route.code_dir.parent for route in routes} == {REPO / "functions"}
 

@@ -17,6 +17,9 @@ PATHS = {
     "status_update": "/api/whatsapp/sessions/status-update",
     "messages_received": "/api/whatsapp/messages/received",
     "qr_update": "/api/whatsapp/sessions/qr-update",
+    "webhook_evolution": "/api/whatsapp/webhooks/evolution",
+    "webhook_waha": "/api/whatsapp/webhooks/waha",
+    "webhook_meta": "/api/whatsapp/webhooks/meta",
 }
 
 
@@ -85,7 +88,7 @@ def test_every_function_has_a_reserved_concurrency_of_its_own_from_a_parameter(t
         assert parameter == name.removesuffix("Function") + "ReservedConcurrency", name
         assert parameters[parameter]["Type"] == "Number" and parameters[parameter]["MinValue"] >= 1
         reserved.append(parameter)
-    assert len(set(reserved)) == len(reserved) == 4, "one budget per function, not shared"
+    assert len(set(reserved)) == len(reserved) == 7, "one budget per function, not shared"
     # The replay's event source runs up to MaximumConcurrency batches at once: never throttle it.
     replay = template["Resources"]["ReplayFunction"]["Properties"]["Events"]["Queue"]["Properties"]
     assert parameters["ReplayReservedConcurrency"]["MinValue"] >= replay["ScalingConfig"]["MaximumConcurrency"]
