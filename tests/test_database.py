@@ -12,7 +12,15 @@ from psycopg.rows import dict_row
 
 from local import database
 
-TABLES = ["accounts", "account_members", "whatsapp_sessions", "contacts", "chats", "mensajes"]
+TABLES = [
+    "accounts",
+    "account_members",
+    "whatsapp_sessions",
+    "contacts",
+    "chats",
+    "mensajes",
+    "whatsapp_pending_message_events",
+]
 FUNCTIONS = {
     "whatsapp_lock_session": f"'{SESSION_ID}'",
     "whatsapp_event_time_to_keep": "now(), null",
@@ -25,6 +33,11 @@ FUNCTIONS = {
     "whatsapp_store_qr": f"'{SESSION_ID}', 'qr', null, now()",
     "whatsapp_ingest_message": f"'{SESSION_ID}', 'm1', '5215512345678', '5215500000001', 'text', 'hi', "
     '\'{"type": "text", "text": "hi"}\', now()',
+    "whatsapp_status_rank": "'read'",
+    "whatsapp_message_lock": f"'{SESSION_ID}', 'm1'",
+    "whatsapp_apply_to_message": "0, 'status', '{\"status\": \"read\"}', now()",
+    "whatsapp_message_event": f"'{SESSION_ID}', 'm1', 'status', '{{\"status\": \"read\"}}'",
+    "whatsapp_apply_gateway_events": "'evolution', 'demo-a', '[]'",
 }
 
 

@@ -450,7 +450,7 @@ def test_waha_published_hmac_test_vector_verifies() -> None:
     waha.authenticate(headers, vector["raw_body"].encode(), GatewaySecrets(waha_hmac_key=vector["secret_key"]))
     digest = hmac.new(vector["secret_key"].encode(), vector["raw_body"].encode(), hashlib.sha512).hexdigest()
     assert digest == vector["X-Webhook-Hmac"]
-    assert WAHA_KEY != vector["secret_key"]
+    assert vector["secret_key"] != WAHA_KEY
 
 
 def test_evolution_apikey_mode_compares_the_payload_key_with_the_sessions_hash(

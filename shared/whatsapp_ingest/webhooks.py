@@ -112,7 +112,7 @@ def _post(
     except Unauthorized as exc:
         raise Rejected(401, f"unauthorized: {exc}", {"WWW-Authenticate": CHALLENGE}) from None
     except ValidationError as exc:
-        problems = [_describe(error) for error in exc.errors()]
+        problems = [_describe(dict(error)) for error in exc.errors()]
         message = "invalid event: " + "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
         raise Rejected(400, message[:1000]) from None
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
@@ -149,8 +149,8 @@ def _post(
     for outcome in results:
         count_outcome(_outcome(outcome))
     logger.info("webhook applied", extra={"events": [_summary(r) for r in results], "ignored": ignored})
-    data = {"session_id": result["session_id"] if len(batches) == 1 else None, "results": results, "ignored": ignored}
-    return _proxy(envelope(200, "applied", data))
+    reply = {"session_id": result["session_id"] if len(batches) == 1 else None, "results": results, "ignored": ignored}
+    return _proxy(envelope(200, "applied", reply))
 
 
 def _queue(batches: list[GatewayBatch], event: dict[str, Any], received_at: datetime, exc: Exception) -> dict[str, Any]:

@@ -113,6 +113,7 @@ $$;
 -- ---------------------------------------------------------------------------
 -- whatsapp_message_lock
 --   Arguments: p_session_id, p_message_id  a message, stored or not
+--   Returns:   true, once the lock is held
 --   Effect:    a transaction lock on that message id, taken by whoever stores
 --              the message (the trigger below) and whoever files an event for
 --              it, so an event is never left waiting for a message that was
@@ -120,11 +121,14 @@ $$;
 -- ---------------------------------------------------------------------------
 
 create function public.whatsapp_message_lock(p_session_id uuid, p_message_id text)
-returns void
-language sql
+returns boolean
+language plpgsql
 set search_path = ''
 as $$
-    select pg_advisory_xact_lock(hashtextextended(p_session_id::text || '/' || p_message_id, 0));
+begin
+    perform pg_advisory_xact_lock(hashtextextended(p_session_id::text || '/' || p_message_id, 0));
+    return true;
+end;
 $$;
 
 -- ---------------------------------------------------------------------------
@@ -382,6 +386,9 @@ revoke execute on function
     public.whatsapp_apply_gateway_events(text, text, jsonb, timestamptz, text, boolean)
     from public, anon, authenticated;
 grant execute on function
+    public.whatsapp_status_rank(text),
+    public.whatsapp_message_lock(uuid, text),
+    public.whatsapp_apply_to_message(bigint, text, jsonb, timestamptz),
     public.whatsapp_message_event(uuid, text, text, jsonb, timestamptz),
     public.whatsapp_apply_gateway_events(text, text, jsonb, timestamptz, text, boolean)
     to service_role;

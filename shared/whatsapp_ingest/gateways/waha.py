@@ -63,7 +63,7 @@ def translate(body: dict[str, Any], _secrets: GatewaySecrets, erase_deleted: boo
     batch = GatewayBatch(gateway="waha", instance=session)
     event = str(body.get("event") or "")
     payload = body.get("payload")
-    me = body.get("me") if isinstance(body.get("me"), dict) else {}
+    me = _obj(body.get("me"))
     own = wa_id_or_none(me.get("id"))
     if not isinstance(payload, dict):
         batch.ignored.append(event or "unnamed")
@@ -103,7 +103,7 @@ def translate(body: dict[str, Any], _secrets: GatewaySecrets, erase_deleted: boo
             )
         )
     elif event == "message.revoked":
-        before = payload.get("before") if isinstance(payload.get("before"), dict) else {}
+        before = _obj(payload.get("before"))
         target = payload.get("revokedMessageId") or before.get("id")
         batch.events.append(
             DeleteEvent(
@@ -126,6 +126,10 @@ def translate(body: dict[str, Any], _secrets: GatewaySecrets, erase_deleted: boo
     return batch
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _id(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("payload.id: a message event names its message")
@@ -133,7 +137,7 @@ def _id(value: Any) -> str:
 
 
 def _message(payload: dict[str, Any], own: str | None) -> MessageEvent:
-    data = payload.get("_data") if isinstance(payload.get("_data"), dict) else {}
+    data = _obj(payload.get("_data"))
     from_me = payload.get("fromMe") is True
     chat = payload.get("to") if from_me else payload.get("from")
     group = isinstance(chat, str) and chat.endswith("@g.us")
