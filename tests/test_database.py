@@ -12,7 +12,15 @@ from psycopg.rows import dict_row
 
 from local import database
 
-TABLES = ["accounts", "account_members", "whatsapp_sessions", "contacts", "chats", "mensajes"]
+TABLES = [
+    "accounts",
+    "account_members",
+    "whatsapp_sessions",
+    "contacts",
+    "chats",
+    "mensajes",
+    "whatsapp_pending_message_events",
+]
 FUNCTIONS = {
     "whatsapp_lock_session": f"'{SESSION_ID}'",
     "whatsapp_event_time_to_keep": "now(), null",
@@ -21,13 +29,18 @@ FUNCTIONS = {
     "whatsapp_order_after": "null, null, now()",
     "whatsapp_repair_outbound": f"'{SESSION_ID}', '5215500000001'",
     "whatsapp_move_session": f"'{SESSION_ID}', '{ACCOUNT_B}'",
-    "whatsapp_message_event": "null::public.mensajes",
+    "whatsapp_message_payload": "null::public.mensajes",
     "whatsapp_batch_items": "'[]', null",
     "whatsapp_ingest_batch": f"'{SESSION_ID}', '[]'",
     "whatsapp_update_session_status": f"'{SESSION_ID}', 'connected', '{{}}'",
     "whatsapp_store_qr": f"'{SESSION_ID}', 'qr', null, now()",
     "whatsapp_ingest_message": f"'{SESSION_ID}', 'm1', '5215512345678', '5215500000001', 'text', 'hi', "
     '\'{"type": "text", "text": "hi"}\', now()',
+    "whatsapp_status_rank": "'read'",
+    "whatsapp_message_lock": f"'{SESSION_ID}', 'm1'",
+    "whatsapp_apply_to_message": "0, 'status', '{\"status\": \"read\"}', now()",
+    "whatsapp_message_event": f"'{SESSION_ID}', 'm1', 'status', '{{\"status\": \"read\"}}'",
+    "whatsapp_apply_gateway_events": "'evolution', 'demo-a', '[]'",
 }
 
 

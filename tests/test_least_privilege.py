@@ -19,8 +19,17 @@ ENTRY_POINTS = {
     "whatsapp_ingest_message": f"'{SESSION_ID}', 'lp-1', '5215512345678', '5215500000001', 'text', 'hola',"
     ' \'{"type": "text", "text": "hola"}\', now()',
     "whatsapp_ingest_batch": f"'{SESSION_ID}', '[]'",
+    "whatsapp_apply_gateway_events": "'evolution', 'demo-a', '[]', now(), null, false",
 }
-TABLES = ["accounts", "account_members", "whatsapp_sessions", "contacts", "chats", "mensajes"]
+TABLES = [
+    "accounts",
+    "account_members",
+    "whatsapp_sessions",
+    "contacts",
+    "chats",
+    "mensajes",
+    "whatsapp_pending_message_events",
+]
 
 
 def as_login(db: Any) -> Any:
@@ -52,6 +61,7 @@ def test_the_login_can_read_or_write_no_table(db: Any, table: str, statement: st
         f"public.whatsapp_lock_session('{SESSION_ID}')",
         f"public.whatsapp_move_session('{SESSION_ID}', gen_random_uuid())",
         "public.whatsapp_batch_items('[]', null)",
+        f"public.whatsapp_message_event('{SESSION_ID}', 'm1', 'status', '{{}}', now())",
     ],
 )
 def test_the_login_cannot_call_the_helpers(db: Any, call: str) -> None:

@@ -162,7 +162,7 @@ def test_routes_are_read_from_the_template(template: Path) -> None:
     assert routes["BareFunction"].code_dir.is_absolute()
 
 
-def test_the_real_template_routes_the_whatsapp_endpoints() -> None:
+def test_the_real_template_routes_the_whatsapp_endpoints_and_gateway_webhooks() -> None:
     routes = gateway.load_routes(REPO / "template.yaml")
 
     assert sorted((route.method, route.path) for route in routes) == [
@@ -170,6 +170,9 @@ def test_the_real_template_routes_the_whatsapp_endpoints() -> None:
         ("ANY", "/api/whatsapp/messages/received"),
         ("ANY", "/api/whatsapp/sessions/qr-update"),
         ("ANY", "/api/whatsapp/sessions/status-update"),
+        ("ANY", "/api/whatsapp/webhooks/evolution"),
+        ("ANY", "/api/whatsapp/webhooks/meta"),
+        ("ANY", "/api/whatsapp/webhooks/waha"),
     ]
     assert {route.code_dir.parent for route in routes} == {REPO / "functions"}
 

@@ -31,7 +31,7 @@ def test_openapi_document_is_up_to_date_with_the_handlers_and_events() -> None:
 
 
 def test_template_routes_are_exactly_the_routes_the_handlers_serve() -> None:
-    routes = [r for r in gateway.load_routes(REPO / "template.yaml") if r.path]
+    routes = [r for r in gateway.load_routes(REPO / "template.yaml") if r.path and not openapi.is_webhook(r)]
     served = set()
     for route in routes:
         gateway.load_handler(route)

@@ -328,6 +328,12 @@ def test_each_function_may_only_read_its_own_secrets_and_queue_without_wildcards
                 ("sqs:ChangeMessageVisibility", json.dumps("RetryQueue.Arn")),
                 ("sqs:SendMessage", json.dumps("RetryDeadLetterQueue.Arn")),
             }
+        elif name.startswith("Webhook"):  # the gateways' secret (when configured), not the orchestrator's tokens
+            gateway_or_not = ["HasGatewaySecret", ["GatewaySecretArn", "DatabaseSecretArn"], ["DatabaseSecretArn"]]
+            expected = {
+                ("secretsmanager:GetSecretValue", json.dumps(gateway_or_not)),
+                ("sqs:SendMessage", json.dumps("RetryQueue.Arn")),
+            }
         else:
             expected = {
                 ("secretsmanager:GetSecretValue", json.dumps(["AuthSecretArn", "DatabaseSecretArn"])),

@@ -18,6 +18,9 @@ PATHS = {
     "messages_received": "/api/whatsapp/messages/received",
     "messages_batch": "/api/whatsapp/messages/batch",
     "qr_update": "/api/whatsapp/sessions/qr-update",
+    "webhook_evolution": "/api/whatsapp/webhooks/evolution",
+    "webhook_waha": "/api/whatsapp/webhooks/waha",
+    "webhook_meta": "/api/whatsapp/webhooks/meta",
 }
 
 

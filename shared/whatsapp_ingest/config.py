@@ -48,6 +48,10 @@ class Settings:
     #: (the template: verify-full, with Supabase's CA; docs/DEPLOY.md).
     database_sslmode: str | None
     database_sslrootcert: str | None
+    #: ARN of the gateways' webhook secrets (GatewaySecrets); unset: their environment variables.
+    gateway_secret_arn: str | None = None
+    #: A message deleted for everyone loses its text and content (else kept for audit).
+    erase_deleted_content: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,19 @@ class AuthSecrets:
 
     def __repr__(self) -> str:  # never print a secret by accident
         return f"AuthSecrets(tokens=<{len(self.tokens)}>, signing_key={'<set>' if self.signing_key else None})"
+
+
+@dataclass(frozen=True)
+class GatewaySecrets:
+    """What each gateway's webhook proves itself with (README, "Gateways"); None: not configured."""
+
+    meta_app_secret: str | None = None
+    meta_verify_token: str | None = None
+    waha_hmac_key: str | None = None
+    evolution_webhook_token: str | None = None
+
+    def __repr__(self) -> str:
+        return "GatewaySecrets(<redacted>)"
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,8 @@ def settings() -> Settings:
         require_signature=_flag("REQUIRE_SIGNATURE"),
         database_sslmode=_optional("DATABASE_SSLMODE"),
         database_sslrootcert=_optional("DATABASE_SSLROOTCERT"),
+        gateway_secret_arn=_optional("GATEWAY_SECRET_ARN"),
+        erase_deleted_content=os.environ.get("ERASE_DELETED_CONTENT", "").strip().lower() in ("1", "true", "yes"),
     )
 
 
@@ -141,3 +160,25 @@ def database_secrets() -> DatabaseSecrets:
         secret = _secret(arn)
         return DatabaseSecrets(secret.get("supabase_service_role_key"), secret.get("database_url"))
     return DatabaseSecrets(_optional("SUPABASE_SERVICE_ROLE_KEY"), _optional("DATABASE_URL"))
+
+
+#: The gateway secrets: their keys in the Secrets Manager JSON, and their environment variables locally.
+_GATEWAY_SECRETS = {
+    "meta_app_secret": "META_APP_SECRET",
+    "meta_verify_token": "META_VERIFY_TOKEN",
+    "waha_hmac_key": "WAHA_HMAC_KEY",
+    "evolution_webhook_token": "EVOLUTION_WEBHOOK_TOKEN",
+}
+
+
+def gateway_secrets() -> GatewaySecrets:
+    """The webhook secrets of the gateways (GATEWAY_SECRET_ARN's JSON, or the environment)."""
+    arn = settings().gateway_secret_arn
+    secret = _secret(arn) if arn else {key: _optional(env) for key, env in _GATEWAY_SECRETS.items()}
+    values: dict[str, str | None] = {}
+    for key in _GATEWAY_SECRETS:
+        value = secret.get(key) or None
+        if value is not None and (not isinstance(value, str) or len(value) < MIN_TOKEN_LENGTH // 2):
+            raise ConfigError(f"{key} must be a string of at least {MIN_TOKEN_LENGTH // 2} characters")
+        values[key] = value
+    return GatewaySecrets(**values)

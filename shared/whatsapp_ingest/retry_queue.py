@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from whatsapp_ingest.config import settings
+from whatsapp_ingest.events import GatewayBatch
 from whatsapp_ingest.models import MessageReceived, MessagesBatch, QrUpdate, StatusUpdate
 from whatsapp_ingest.store import InvalidData, SessionNotFound, Store, get_store
 
@@ -45,6 +46,8 @@ OPERATIONS: dict[str, tuple[type[BaseModel], Operation]] = {
         MessagesBatch,
         lambda store, body, _, __: store.ingest_batch(body.session_id, body.validated()[0]),
     ),
+    # A gateway's webhook, queued as its authenticated, translated events (webhooks.py).
+    "gateway_events": (GatewayBatch, lambda store, body, received, _: store.apply_gateway_events(body, received)),
 }
 
 #: A queued batch is split into SQS messages of at most this size (one item bigger than it goes alone, up to

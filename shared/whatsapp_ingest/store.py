@@ -23,6 +23,7 @@ from whatsapp_ingest.config import ConfigError, DatabaseSecrets, Settings, datab
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from whatsapp_ingest.events import GatewayBatch
     from whatsapp_ingest.models import MessageReceived, QrUpdate, StatusUpdate
 
 
@@ -41,6 +42,10 @@ class SessionNotFound(StoreError):
         self.session_id = session_id
 
 
+class GatewayRefused(StoreError):
+    """The database refused a gateway's credential (the Evolution apikey) for its session (401)."""
+
+
 class InvalidData(StoreError):
     """The database refused a value the models let through (400)."""
 
@@ -54,6 +59,8 @@ def _classify(sqlstate: str | None) -> type[StoreError]:
     state = sqlstate or ""
     if state == "PT404":  # raised by the functions; PostgREST answers it with a 404
         return SessionNotFound
+    if state == "PT401":  # whatsapp_apply_gateway_events: the apikey does not match the session's
+        return GatewayRefused
     # data exception, integrity constraint violation, a value too large for an index
     if state[:2] in ("22", "23", "54"):
         return InvalidData
@@ -144,6 +151,22 @@ class Store(ABC):
                 ],
             },
             session_id,
+        )
+
+    def apply_gateway_events(self, batch: GatewayBatch, received_at: datetime) -> dict[str, Any]:
+        """Apply every event of one webhook body in one call and one transaction, the session
+        found by (gateway, instance); returns {session_id, results: [one per event]}."""
+        return self._call(
+            "whatsapp_apply_gateway_events",
+            {
+                "p_gateway": batch.gateway,
+                "p_instance": batch.instance,
+                "p_events": batch.calls(),
+                "p_received_at": received_at.isoformat(),
+                "p_apikey_sha256": batch.apikey_sha256,
+                "p_require_apikey": batch.require_apikey,
+            },
+            cast("UUID", batch.instance),  # named in a SessionNotFound: the gateway's id of the session
         )
 
     @abstractmethod

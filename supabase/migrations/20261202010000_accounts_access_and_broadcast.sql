@@ -249,7 +249,7 @@ begin
          group by n.account_id
     loop
         if v_account.n = 1 then
-            perform realtime.send(public.whatsapp_message_event(m), 'message_created',
+            perform realtime.send(public.whatsapp_message_payload(m), 'message_created',
                                   'account:' || v_account.account_id, true)
                from stored m
               where m.id = v_account.first_id;
@@ -274,8 +274,8 @@ begin
 end;
 $$;
 
--- whatsapp_message_event: the broadcast payload of one message (see above).
-create function public.whatsapp_message_event(p_message public.mensajes)
+-- whatsapp_message_payload: the broadcast payload of one message (see above).
+create function public.whatsapp_message_payload(p_message public.mensajes)
 returns jsonb
 language sql
 immutable
@@ -302,7 +302,7 @@ security definer
 set search_path = ''
 as $$
 begin
-    perform realtime.send(public.whatsapp_message_event(new), 'message_updated', 'account:' || new.account_id, true);
+    perform realtime.send(public.whatsapp_message_payload(new), 'message_updated', 'account:' || new.account_id, true);
     return null;
 end;
 $$;
@@ -572,7 +572,7 @@ revoke execute on function
     public.whatsapp_broadcast_session(),
     public.whatsapp_broadcast_messages(),
     public.whatsapp_broadcast_message_update(),
-    public.whatsapp_message_event(public.mensajes),
+    public.whatsapp_message_payload(public.mensajes),
     public.whatsapp_move_session(uuid, uuid),
     public.whatsapp_ingest_message(uuid, text, text, text, text, text, jsonb, timestamptz, boolean, text)
     from public, anon, authenticated;

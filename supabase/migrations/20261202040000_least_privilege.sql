@@ -27,7 +27,8 @@ grant usage on schema public to whatsapp_ingest_owner, whatsapp_ingest;
 -- The owner: the rows the functions read and write. RLS applies to it (it owns
 -- no table), so one policy per table lets it through.
 grant select, insert, update, delete
-    on public.whatsapp_sessions, public.contacts, public.chats, public.mensajes
+    on public.whatsapp_sessions, public.contacts, public.chats, public.mensajes,
+       public.whatsapp_pending_message_events
     to whatsapp_ingest_owner;
 grant usage on sequence public.contacts_id_seq, public.chats_id_seq, public.mensajes_id_seq
     to whatsapp_ingest_owner;
@@ -40,6 +41,8 @@ create policy "the ingest functions' owner" on public.chats
     for all to whatsapp_ingest_owner using (true) with check (true);
 create policy "the ingest functions' owner" on public.mensajes
     for all to whatsapp_ingest_owner using (true) with check (true);
+create policy "the ingest functions' owner" on public.whatsapp_pending_message_events
+    for all to whatsapp_ingest_owner using (true) with check (true);
 
 grant execute on function
     public.whatsapp_lock_session(uuid),
@@ -48,7 +51,12 @@ grant execute on function
     public.whatsapp_compared(timestamptz, text, timestamptz, text),
     public.whatsapp_order_after(public.whatsapp_order_mark, timestamptz, timestamptz),
     public.whatsapp_repair_outbound(uuid, text),
-    public.whatsapp_batch_items(jsonb, text)
+    public.whatsapp_batch_items(jsonb, text),
+    public.whatsapp_status_rank(text),
+    public.whatsapp_message_lock(uuid, text),
+    public.whatsapp_apply_to_message(bigint, text, jsonb, timestamptz),
+    public.whatsapp_message_event(uuid, text, text, jsonb, timestamptz),
+    public.whatsapp_apply_pending_message_events()
     to whatsapp_ingest_owner;
 
 -- The entry points: owned by the owner, run with its rights. A new owner must
@@ -71,6 +79,10 @@ alter function public.whatsapp_ingest_batch(uuid, jsonb)
     owner to whatsapp_ingest_owner;
 alter function public.whatsapp_ingest_batch(uuid, jsonb)
     security definer;
+alter function public.whatsapp_apply_gateway_events(text, text, jsonb, timestamptz, text, boolean)
+    owner to whatsapp_ingest_owner;
+alter function public.whatsapp_apply_gateway_events(text, text, jsonb, timestamptz, text, boolean)
+    security definer;
 
 revoke create on schema public from whatsapp_ingest_owner;
 
@@ -80,11 +92,13 @@ revoke execute on function
     public.whatsapp_update_session_status(uuid, text, jsonb, timestamptz, timestamptz),
     public.whatsapp_store_qr(uuid, text, text, timestamptz, timestamptz),
     public.whatsapp_ingest_message(uuid, text, text, text, text, text, jsonb, timestamptz, boolean, text),
-    public.whatsapp_ingest_batch(uuid, jsonb)
+    public.whatsapp_ingest_batch(uuid, jsonb),
+    public.whatsapp_apply_gateway_events(text, text, jsonb, timestamptz, text, boolean)
     from public, anon, authenticated;
 grant execute on function
     public.whatsapp_update_session_status(uuid, text, jsonb, timestamptz, timestamptz),
     public.whatsapp_store_qr(uuid, text, text, timestamptz, timestamptz),
     public.whatsapp_ingest_message(uuid, text, text, text, text, text, jsonb, timestamptz, boolean, text),
-    public.whatsapp_ingest_batch(uuid, jsonb)
+    public.whatsapp_ingest_batch(uuid, jsonb),
+    public.whatsapp_apply_gateway_events(text, text, jsonb, timestamptz, text, boolean)
     to whatsapp_ingest, service_role;

@@ -1,0 +1,212 @@
+"""The one internal model of what happened in a session, whichever gateway said it.
+
+Each gateway adapter (whatsapp_ingest.gateways.<name>) only translates a webhook
+body into a GatewayBatch: a list of these events. The store applies a batch in
+one call of one SQL function (whatsapp_apply_gateway_events), which hands each
+event to the same SQL functions the contract endpoints use. A batch is also
+what is queued when the database is down (retry_queue.OPERATIONS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from whatsapp_ingest.models import SessionStatus, Timestamp, WaId, canonical_wa_id, parse_timestamp
+
+Gateway = Literal["evolution", "waha", "meta"]
+#: The contract's eight types and what gateways add (README, "Gateways").
+GatewayMessageType = Literal[
+    "text",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "location",
+    "contact",
+    "sticker",
+    "interactive",
+    "template",
+    "unsupported",
+]
+DeliveryStatus = Literal["pending", "sent", "delivered", "read", "played", "failed"]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    def __repr_args__(self) -> Any:  # personal data stays out of logs and tracebacks
+        return [("kind", getattr(self, "kind", None))]
+
+
+class MessageEvent(_Event):
+    """A message seen by the session, inbound or sent from the phone (whatsapp_ingest_message)."""
+
+    kind: Literal["message"] = "message"
+    message_id: str = Field(min_length=1, max_length=512)
+    from_: WaId | None = Field(default=None, alias="from")
+    to: WaId | None = None
+    message_type: GatewayMessageType
+    body: str | None = None
+    content: dict[str, Any]
+    sent_at: Timestamp
+    from_me: bool | None = None
+    push_name: str | None = Field(default=None, max_length=256)
+
+    @model_validator(mode="after")
+    def _has_its_peer(self) -> MessageEvent:
+        peer = self.to if self.from_me else self.from_
+        if peer is None:
+            raise ValueError("a message needs its other party: 'to' when sent from the phone, else 'from'")
+        return self
+
+
+class SessionEvent(_Event):
+    """The session's state changed (whatsapp_update_session_status)."""
+
+    kind: Literal["session"] = "session"
+    status: SessionStatus
+    changes: dict[str, Any] = Field(default_factory=dict)
+    event_at: Timestamp | None = None
+
+
+class QrEvent(_Event):
+    """A new QR code to scan (whatsapp_store_qr)."""
+
+    kind: Literal["qr"] = "qr"
+    qr_code: str = Field(min_length=1)
+    qr_url: str | None = None
+    generated_at: Timestamp
+
+
+class _MessageChange(_Event):
+    message_id: str = Field(min_length=1, max_length=512)
+    event_at: Timestamp | None = None
+
+
+class AckEvent(_MessageChange):
+    """A message's delivery status (only ever moves forward; whatsapp_message_event)."""
+
+    kind: Literal["status"] = "status"
+    status: DeliveryStatus
+    error_code: int | str | None = None
+    error_title: str | None = None
+
+    def data(self) -> dict[str, Any]:
+        error = {"code": self.error_code, "title": self.error_title} if self.status == "failed" else None
+        return {"status": self.status, "error": error}
+
+
+class ReactionEvent(_MessageChange):
+    """A reaction set on a message, or removed (emoji None or empty)."""
+
+    kind: Literal["reaction"] = "reaction"
+    from_: WaId = Field(alias="from")
+    emoji: str | None = None
+
+    def data(self) -> dict[str, Any]:
+        return {"from": self.from_, "emoji": self.emoji or None}
+
+
+class EditEvent(_MessageChange):
+    """A message's new text; the old one goes to its edit history."""
+
+    kind: Literal["edit"] = "edit"
+    body: str
+
+    def data(self) -> dict[str, Any]:
+        return {"body": self.body}
+
+
+class DeleteEvent(_MessageChange):
+    """A message deleted (revoked) for everyone; its content is kept unless `erase`."""
+
+    kind: Literal["delete"] = "delete"
+    erase: bool = False
+
+    def data(self) -> dict[str, Any]:
+        return {"erase": self.erase}
+
+
+Event = Annotated[
+    MessageEvent | SessionEvent | QrEvent | AckEvent | ReactionEvent | EditEvent | DeleteEvent,
+    Field(discriminator="kind"),
+]
+
+
+class GatewayBatch(BaseModel):
+    """What one webhook body said: the session (by the gateway's id) and its events, in order."""
+
+    gateway: Gateway
+    instance: str = Field(min_length=1, max_length=512)
+    events: list[Event] = Field(default_factory=list)
+    #: Names of the gateway's events that were not mapped (200 "ignored", counted).
+    ignored: list[str] = Field(default_factory=list)
+    #: Evolution without a webhook token: the payload's apikey, hashed, must match the session's.
+    apikey_sha256: str | None = None
+    require_apikey: bool = False
+
+    def __repr_args__(self) -> Any:
+        return [("gateway", self.gateway), ("events", len(self.events)), ("ignored", self.ignored)]
+
+    def calls(self) -> list[dict[str, Any]]:
+        """The events as whatsapp_apply_gateway_events takes them."""
+        calls: list[dict[str, Any]] = []
+        for event in self.events:
+            if isinstance(event, (AckEvent, ReactionEvent, EditEvent, DeleteEvent)):
+                calls.append(
+                    {
+                        "kind": event.kind,
+                        "message_id": event.message_id,
+                        "data": event.data(),
+                        "event_at": event.event_at.isoformat() if event.event_at else None,
+                    }
+                )
+            else:
+                calls.append(event.model_dump(mode="json", by_alias=True))
+        return calls
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Helpers the adapters share
+# ---------------------------------------------------------------------------
+
+
+def wa_id_or_none(value: Any) -> str | None:
+    """A canonical WhatsApp id, or None when `value` is absent or not one (envelope metadata, placeholders)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        return canonical_wa_id(value)
+    except ValueError:
+        return None
+
+
+def time_or_none(value: Any) -> datetime | None:
+    """A gateway's time, or None when absent or unreadable (then arrival orders)."""
+    if value is None or value == "":
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        return None
+
+
+def without_blobs(value: Any) -> Any:
+    """A gateway's message object without inline media bytes or thumbnails: media are stored as references."""
+    if isinstance(value, dict):
+        return {
+            k: without_blobs(v)
+            for k, v in value.items()
+            if k not in {"base64", "jpegThumbnail", "thumbnail", "pngThumbnail", "mediaKey", "messageSecret"}
+        }
+    if isinstance(value, list):
+        return [without_blobs(v) for v in value]
+    return value

@@ -1,0 +1,197 @@
+"""The Lambda handler of a gateway's webhook, and the dispatcher that applies its events.
+
+A request is checked in order: size, then the gateway's own authentication over
+the raw bytes (before anything is parsed), then method, content type and JSON
+syntax (api.py's intake), then the adapter's translation into internal events
+(a body the gateway cannot have sent is a 400). Everything the body says is
+applied in one database call (Store.apply_gateway_events). Events nobody maps
+are answered 200 with `ignored`, so gateways do not retry them forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from types import ModuleType
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from whatsapp_ingest.api import (
+    RETRY_AFTER_SECONDS,
+    Handler,
+    Rejected,
+    _describe,
+    _proxy,
+    _received_at,
+    count_outcome,
+    envelope,
+    logger,
+    metrics,
+    parse_body,
+    request_bytes,
+)
+from whatsapp_ingest.auth import Unauthorized
+from whatsapp_ingest.config import GatewaySecrets, gateway_secrets, settings
+from whatsapp_ingest.events import GatewayBatch
+from whatsapp_ingest.retry_queue import QueueUnavailable, defer
+from whatsapp_ingest.store import GatewayRefused, InvalidData, SessionNotFound, Store, StoreUnavailable, get_store
+
+#: The retry queue's operation for a queued batch (retry_queue.OPERATIONS).
+QUEUED_OPERATION = "gateway_events"
+CHALLENGE = 'Signature realm="whatsapp-ingest-webhooks"'
+
+#: Optional per-gateway GET handler (Meta's verification): (query, secrets) -> response.
+Verifier = Callable[[Mapping[str, str], GatewaySecrets], dict[str, Any]]
+
+
+def apply(store: Store, batch: GatewayBatch, received_at: datetime) -> dict[str, Any]:
+    """The dispatcher: a batch's events, applied through the store in one call (none: no call)."""
+    if not batch.events:
+        return {"session_id": None, "results": []}
+    return store.apply_gateway_events(batch, received_at)
+
+
+def webhook_handler(adapter: ModuleType, verify: Verifier | None = None) -> Handler:
+    """The Lambda handler of one gateway's webhook endpoint; `verify` answers GET (Meta)."""
+    endpoint = f"webhook_{adapter.NAME}"
+    allowed = "GET, POST" if verify else "POST"
+
+    @metrics.log_metrics
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        metrics.add_dimension(name="endpoint", value=endpoint)
+        logger.append_keys(endpoint=endpoint)
+        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+        method = event.get("requestContext", {}).get("http", {}).get("method", "")
+        try:
+            if method == "GET" and verify is not None:
+                response = verify(event.get("queryStringParameters") or {}, gateway_secrets())
+            else:
+                response = _post(adapter, event, headers, method, allowed)
+        except Rejected as exc:
+            response = _proxy(envelope(exc.status, exc.message, headers=exc.headers))
+        except Exception:  # a bug or a misconfiguration: still the envelope
+            logger.exception("webhook failed")
+            response = _proxy(envelope(500, "internal error"))
+
+        status = int(response["statusCode"])
+        if status >= 500:
+            count_outcome("failed")
+        elif status >= 400:
+            count_outcome("rejected")
+            logger.warning(
+                "webhook rejected",
+                extra={
+                    "status": status,
+                    "reason": _reason(response),
+                    "source_ip": event.get("requestContext", {}).get("http", {}).get("sourceIp"),
+                },
+            )
+        return response
+
+    return handler
+
+
+def _post(
+    adapter: ModuleType, event: dict[str, Any], headers: dict[str, str], method: str, allowed: str
+) -> dict[str, Any]:
+    data = request_bytes(event)
+    secrets = gateway_secrets()
+    try:
+        adapter.authenticate(headers, data, secrets)
+    except Unauthorized as exc:
+        raise Rejected(401, f"unauthorized: {exc}", {"WWW-Authenticate": CHALLENGE}) from None
+    if method != "POST":
+        raise Rejected(405, f"method {method} not allowed: use {allowed}", {"Allow": allowed})
+    body = parse_body(data, headers.get("content-type", ""))
+    try:
+        translated = adapter.translate(body, secrets, settings().erase_deleted_content)
+    except Unauthorized as exc:
+        raise Rejected(401, f"unauthorized: {exc}", {"WWW-Authenticate": CHALLENGE}) from None
+    except ValidationError as exc:
+        problems = [_describe(dict(error)) for error in exc.errors()]
+        message = "invalid event: " + "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+        raise Rejected(400, message[:1000]) from None
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        raise Rejected(400, f"invalid event: {str(exc)[:300] or type(exc).__name__}") from None
+    # Meta may batch several phone numbers in one body: one batch (one call) per session.
+    batches: list[GatewayBatch] = translated if isinstance(translated, list) else [translated]
+    ignored = [name for batch in batches for name in batch.ignored]
+    logger.append_keys(gateway=adapter.NAME, instance=",".join(b.instance[:64] for b in batches)[:256])
+    for name in ignored:
+        count_outcome("ignored")
+        logger.info("gateway event ignored", extra={"gateway_event": name[:100]})
+    batches = [batch for batch in batches if batch.events]
+    if not batches:
+        return _proxy(envelope(200, "ignored", {"ignored": ignored, "results": []}))
+
+    received_at = _received_at(event)
+    results: list[dict[str, Any]] = []
+    for index, batch in enumerate(batches):
+        try:
+            result = apply(get_store(), batch, received_at)
+        except SessionNotFound:
+            return _proxy(envelope(404, f"no session for {batch.gateway} instance {batch.instance[:128]}"))
+        except GatewayRefused:
+            raise Rejected(
+                401, "unauthorized: the apikey does not match the session's", {"WWW-Authenticate": CHALLENGE}
+            ) from None
+        except InvalidData:
+            logger.warning("database refused a value")
+            return _proxy(envelope(400, "invalid event: a value was refused by the database"))
+        except StoreUnavailable as exc:
+            return _queue(batches[index:], event, received_at, exc)
+        results.extend(result["results"])
+
+    for outcome in results:
+        count_outcome(_outcome(outcome))
+    logger.info("webhook applied", extra={"events": [_summary(r) for r in results], "ignored": ignored})
+    reply = {"session_id": result["session_id"] if len(batches) == 1 else None, "results": results, "ignored": ignored}
+    return _proxy(envelope(200, "applied", reply))
+
+
+def _queue(batches: list[GatewayBatch], event: dict[str, Any], received_at: datetime, exc: Exception) -> dict[str, Any]:
+    """Storage-first: keep the authenticated, translated events (not yet applied) for the replay function."""
+    request_id = event.get("requestContext", {}).get("requestId", "")
+    try:
+        for batch in batches:
+            defer(QUEUED_OPERATION, batch.model_dump(mode="json", by_alias=True), request_id, received_at)
+    except QueueUnavailable as queue_exc:
+        logger.warning(
+            "database unavailable and the webhook could not be queued: refused with 503",
+            extra={"database_error": str(exc), "queue_error": str(queue_exc)},
+        )
+        return _proxy(
+            envelope(503, "database unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        )
+    logger.warning("database unavailable: webhook queued for replay", extra={"database_error": str(exc)})
+    count_outcome("queued")
+    return _proxy(envelope(202, "accepted, queued for retry"))
+
+
+def _outcome(result: dict[str, Any]) -> str:
+    if result.get("duplicate"):
+        return "duplicate"
+    if result.get("stale"):
+        return "stale"
+    if result.get("pending"):
+        return "pending"
+    return "stored"
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What a log line may say of one applied event: kind, ids, outcome; never text or numbers."""
+    keys = ("kind", "message_id", "id", "chat_id", "contact_id", "direction", "status", "applied", "pending")
+    return {k: result[k] for k in keys if k in result} | {"outcome": _outcome(result)}
+
+
+def _reason(response: dict[str, Any]) -> str:
+    import json
+
+    try:
+        return str(json.loads(response.get("body") or "{}").get("message", ""))[:500]
+    except (ValueError, AttributeError):
+        return ""
