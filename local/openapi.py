@@ -23,7 +23,7 @@ from local import database, gateway
 
 DOCUMENT = gateway.REPO / "docs" / "openapi.json"
 #: Order matters: each runs against the state the previous ones left.
-ENDPOINTS = ["status_update", "messages_received", "messages_batch", "qr_update"]
+ENDPOINTS = ["status_update", "messages_received", "messages_batch", "message_event", "qr_update"]
 #: Values that change from run to run, pinned so the document is reproducible.
 VOLATILE = {"created_at": "2026-11-28T04:43:00.000000+00:00", "updated_at": "2026-11-28T04:43:00.000000+00:00"}
 EXAMPLE_TOKEN = "local-dev-sample-token"
@@ -125,7 +125,7 @@ def _record_examples(document: dict[str, Any], routes: list[gateway.Route], data
             for path in paths:
                 _example(operation, path.stem, json.loads(path.read_text()), handler)
             # The errors no sample event shows, made from the endpoint's first valid event.
-            valid = next(json.loads(p.read_text()) for p in paths if p.stem in ("valid", "text"))
+            valid = next(json.loads(p.read_text()) for p in paths if p.stem in ("valid", "text", "status_read"))
             no_token = _changed(valid, headers={"authorization": None})
             _example(operation, "without_token", no_token, handler, False)
             _example(operation, "not_json", _changed(valid, headers={"content-type": "text/plain"}), handler, False)

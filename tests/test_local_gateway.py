@@ -167,6 +167,7 @@ def test_the_real_template_routes_the_whatsapp_endpoints_and_gateway_webhooks() 
 
     assert sorted((route.method, route.path) for route in routes) == [
         ("ANY", "/api/whatsapp/messages/batch"),
+        ("ANY", "/api/whatsapp/messages/event"),
         ("ANY", "/api/whatsapp/messages/received"),
         ("ANY", "/api/whatsapp/sessions/qr-update"),
         ("ANY", "/api/whatsapp/sessions/status-update"),

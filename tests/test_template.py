@@ -17,6 +17,7 @@ PATHS = {
     "status_update": "/api/whatsapp/sessions/status-update",
     "messages_received": "/api/whatsapp/messages/received",
     "messages_batch": "/api/whatsapp/messages/batch",
+    "message_event": "/api/whatsapp/messages/event",
     "qr_update": "/api/whatsapp/sessions/qr-update",
     "webhook_evolution": "/api/whatsapp/webhooks/evolution",
     "webhook_waha": "/api/whatsapp/webhooks/waha",

@@ -114,7 +114,7 @@ def settings() -> Settings:
         database_sslmode=_optional("DATABASE_SSLMODE"),
         database_sslrootcert=_optional("DATABASE_SSLROOTCERT"),
         gateway_secret_arn=_optional("GATEWAY_SECRET_ARN"),
-        erase_deleted_content=os.environ.get("ERASE_DELETED_CONTENT", "").strip().lower() in ("1", "true", "yes"),
+        erase_deleted_content=_flag("ERASE_DELETED_CONTENT"),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -129,6 +130,61 @@ class DeleteEvent(_MessageChange):
 
     def data(self) -> dict[str, Any]:
         return {"erase": self.erase}
+
+
+MessageChangeEvent = AckEvent | ReactionEvent | EditEvent | DeleteEvent
+
+
+class MessageChange(BaseModel):
+    """The contract's messages/event body: a status, reaction, edit or deletion of a
+    message of the session, as an orchestrator of our own contract sends it (the
+    same events the gateway adapters produce; an addition to the contract)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    session_id: UUID
+    kind: Literal["status", "reaction", "edit", "delete"]
+    message_id: str = Field(min_length=1, max_length=512)
+    #: When it happened, on the orchestrator's clock; statuses only move forward anyway.
+    timestamp: Timestamp | None = None
+    status: DeliveryStatus | None = None
+    error_code: int | str | None = None
+    error_title: str | None = Field(default=None, max_length=1024)
+    #: reaction: who reacted, and the emoji (null or "" removes the reaction)
+    from_: WaId | None = Field(default=None, alias="from")
+    emoji: str | None = Field(default=None, max_length=64)
+    #: edit: the new text (the old one goes to the message's edit history)
+    text: str | None = None
+
+    def __repr_args__(self) -> Any:
+        return [("session_id", self.session_id), ("kind", self.kind)]
+
+    @model_validator(mode="after")
+    def _has_what_its_kind_needs(self) -> MessageChange:
+        needs = {"status": "status", "reaction": "from_", "edit": "text"}.get(self.kind)
+        if needs and getattr(self, needs) is None:
+            field = "from" if needs == "from_" else needs
+            raise ValueError(f"a {self.kind} event needs '{field}'")
+        return self
+
+    def event(self, erase_deleted: bool) -> MessageChangeEvent:
+        """The internal event it is."""
+        at = self.timestamp
+        if self.kind == "status":
+            assert self.status is not None
+            return AckEvent(
+                message_id=self.message_id,
+                event_at=at,
+                status=self.status,
+                error_code=self.error_code,
+                error_title=self.error_title,
+            )
+        if self.kind == "reaction":
+            return ReactionEvent(message_id=self.message_id, event_at=at, **{"from": self.from_}, emoji=self.emoji)
+        if self.kind == "edit":
+            assert self.text is not None
+            return EditEvent(message_id=self.message_id, event_at=at, body=self.text)
+        return DeleteEvent(message_id=self.message_id, event_at=at, erase=erase_deleted)
 
 
 Event = Annotated[

@@ -503,6 +503,17 @@ class QrReply(_Reply):
     data: QrResult
 
 
+class MessageEventResult(BaseModel):
+    message_id: str
+    kind: Literal["status", "reaction", "edit", "delete"]
+    applied: bool = Field(description="the message changed")
+    pending: bool = Field(description="the message is not stored yet: the event is kept and applied when it arrives")
+
+
+class MessageEventReply(_Reply):
+    data: MessageEventResult
+
+
 class BatchReply(_Reply):
     data: BatchResult
 

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from whatsapp_ingest.config import settings
-from whatsapp_ingest.events import GatewayBatch
+from whatsapp_ingest.events import GatewayBatch, MessageChange
 from whatsapp_ingest.models import MessageReceived, MessagesBatch, QrUpdate, StatusUpdate
 from whatsapp_ingest.store import InvalidData, SessionNotFound, Store, get_store
 
@@ -45,6 +45,10 @@ OPERATIONS: dict[str, tuple[type[BaseModel], Operation]] = {
     "messages_batch": (
         MessagesBatch,
         lambda store, body, _, __: store.ingest_batch(body.session_id, body.validated()[0]),
+    ),
+    "message_event": (
+        MessageChange,
+        lambda store, body, _, __: store.apply_message_change(body, settings().erase_deleted_content),
     ),
     # A gateway's webhook, queued as its authenticated, translated events (webhooks.py).
     "gateway_events": (GatewayBatch, lambda store, body, received, _: store.apply_gateway_events(body, received)),

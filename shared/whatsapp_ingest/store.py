@@ -23,7 +23,7 @@ from whatsapp_ingest.config import ConfigError, DatabaseSecrets, Settings, datab
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from whatsapp_ingest.events import GatewayBatch
+    from whatsapp_ingest.events import GatewayBatch, MessageChange
     from whatsapp_ingest.models import MessageReceived, QrUpdate, StatusUpdate
 
 
@@ -151,6 +151,22 @@ class Store(ABC):
                 ],
             },
             session_id,
+        )
+
+    def apply_message_change(self, change: MessageChange, erase_deleted: bool) -> dict[str, Any]:
+        """A status, reaction, edit or deletion of one message: applied, or kept until the message
+        arrives; returns {message_id, kind, applied, pending}."""
+        event = change.event(erase_deleted)
+        return self._call(
+            "whatsapp_message_event",
+            {
+                "p_session_id": str(change.session_id),
+                "p_message_id": event.message_id,
+                "p_kind": event.kind,
+                "p_data": event.data(),
+                "p_event_at": event.event_at.isoformat() if event.event_at else None,
+            },
+            change.session_id,
         )
 
     def apply_gateway_events(self, batch: GatewayBatch, received_at: datetime) -> dict[str, Any]:

@@ -1,0 +1,102 @@
+"""POST /api/whatsapp/messages/event: what the gateway adapters map (delivery status,
+reactions, edits, deletions), for an orchestrator of our own contract, on both backends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import SESSION_ID, Invoke, event_body, request
+
+EVENT = "message_event/status_read"
+MESSAGE_ID = event_body("messages_received/text")["message_id"]
+
+
+def change(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"session_id": SESSION_ID, "kind": kind, "message_id": MESSAGE_ID, **fields}
+
+
+def stored(db: Any) -> dict[str, Any]:
+    row: dict[str, Any] = db.execute(
+        "select * from public.mensajes where whatsapp_message_id = %s", (MESSAGE_ID,)
+    ).fetchone()
+    return row
+
+
+def test_a_status_is_kept_on_the_message_and_only_moves_forward(invoke: Invoke, db: Any) -> None:
+    invoke("messages_received/text")
+
+    read = invoke(request(EVENT, change("status", status="read")))
+    back = invoke(request(EVENT, change("status", status="delivered")))
+
+    assert read.body["data"] == {"message_id": MESSAGE_ID, "kind": "status", "applied": True, "pending": False}
+    assert back.body["message"].startswith("message event changed nothing")
+    assert stored(db)["delivery_status"] == "read"
+
+
+def test_a_status_before_its_message_is_kept_and_applied_when_the_message_arrives(invoke: Invoke, db: Any) -> None:
+    early = invoke(request(EVENT, change("status", status="delivered")))
+    assert early.body["data"]["pending"] is True
+
+    invoke("messages_received/text")
+
+    assert stored(db)["delivery_status"] == "delivered"
+
+
+def test_a_failed_status_keeps_its_error_code(invoke: Invoke, db: Any) -> None:
+    invoke("messages_received/text")
+    invoke(request(EVENT, change("status", status="failed", error_code=131053, error_title="Media upload error")))
+
+    row = stored(db)
+    assert row["delivery_status"] == "failed"
+    assert str(row["delivery_error"]["code"]) == "131053"
+
+
+def test_a_reaction_is_set_and_removed(invoke: Invoke, db: Any) -> None:
+    invoke("messages_received/text")
+    invoke(request(EVENT, change("reaction", emoji="👍", **{"from": "5215512345678"})))
+    assert "👍" in str(stored(db)["reactions"])
+
+    invoke(request(EVENT, change("reaction", emoji="", **{"from": "5215512345678"})))
+    assert "👍" not in str(stored(db)["reactions"])
+
+
+def test_an_edit_changes_the_text_and_keeps_the_old_one(invoke: Invoke, db: Any) -> None:
+    invoke("messages_received/text")
+    before = stored(db)["body"]
+
+    invoke(request(EVENT, change("edit", text="nuevo texto")))
+
+    row = stored(db)
+    assert row["body"] == "nuevo texto" and row["edited_at"] is not None
+    assert before in str(row["edit_history"])
+
+
+def test_a_deletion_marks_the_message_and_keeps_its_content_for_audit(invoke: Invoke, db: Any) -> None:
+    invoke("messages_received/text")
+    text = stored(db)["body"]
+
+    invoke(request(EVENT, change("delete")))
+
+    row = stored(db)
+    assert row["deleted_at"] is not None and row["body"] == text
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (change("status"), "body"),
+        (change("reaction", emoji="👍"), "body"),
+        (change("like"), "kind"),
+        (change("status", status="seen"), "status"),
+    ],
+)
+def test_an_event_missing_what_its_kind_needs_is_400(invoke: Invoke, db: Any, body: dict[str, Any], field: str) -> None:
+    result = invoke(request(EVENT, body))
+
+    assert result.status == 400
+    assert field in {error["field"] for error in result.body["data"]["errors"]}
+
+
+def test_an_event_for_an_unknown_session_is_404(invoke: Invoke, db: Any) -> None:
+    assert invoke("message_event/unknown_session").status == 404
