@@ -13,13 +13,10 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import time
 from typing import Any
 
 from bench.common import (
-    PYTHON,
-    REPO,
     SESSION_ID,
     Context,
     fresh_peer,
@@ -29,6 +26,7 @@ from bench.common import (
     message_body,
     message_event,
     postgres_env,
+    slow_network,
 )
 
 BATCH_SIZE = 500
@@ -177,21 +175,9 @@ def section(table: list[Any], row: Any, child: Any, db: Any, quick: bool) -> Non
             note=f"fresh processes; after imports {many['before_kib'] / 1024:.1f} / {one['before_kib'] / 1024:.1f}",
         )
     )
-    proxy = subprocess.Popen(
-        [PYTHON, "-m", "bench.delay_proxy", "--unix", str(db.socket), "--delay-ms", "20"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proxy.stdout is not None
-        port = int(proxy.stdout.readline().split()[1])
-        slow = postgres_env(f"postgresql://postgres@127.0.0.1:{port}/postgres")
-        net_single = child("bulk", slow, function="single", n=100)["rate"]
-        net_batch = child("bulk", slow, function="batch", n=2000)["rate"]
-    finally:
-        proxy.terminate()
-        proxy.wait()
+    with slow_network(db.socket) as url:
+        net_single = child("bulk", postgres_env(url), function="single", n=100)["rate"]
+        net_batch = child("bulk", postgres_env(url), function="batch", n=2000)["rate"]
     table.append(
         row(
             "over a 20 ms network: batches vs one request per message (msg/s)",

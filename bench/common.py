@@ -13,7 +13,8 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,23 @@ def timed(call: Callable[[], Any]) -> float:
     started = time.perf_counter()
     call()
     return time.perf_counter() - started
+
+
+@contextmanager
+def slow_network(socket: Path, delay_ms: int = 20) -> Iterator[str]:
+    """A DATABASE_URL through bench/delay_proxy.py: `delay_ms` per client-to-server chunk."""
+    import subprocess
+
+    proxy = subprocess.Popen(
+        [PYTHON, "-m", "bench.delay_proxy", "--unix", str(socket), "--delay-ms", str(delay_ms)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proxy.stdout is not None
+        port = int(proxy.stdout.readline().split()[1])
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        proxy.terminate()
+        proxy.wait()

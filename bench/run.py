@@ -36,7 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from bench import bulk
-from bench.common import FUNCTIONS, PYTHON, REPO, RESPONSE_MARK, SERVICE_KEY, SHARED, postgres_env, supabase_env
+from bench.common import (
+    FUNCTIONS,
+    PYTHON,
+    REPO,
+    RESPONSE_MARK,
+    SERVICE_KEY,
+    SHARED,
+    postgres_env,
+    slow_network,
+    supabase_env,
+)
 
 BENCH = Path(__file__).resolve().parent
 BUILD = REPO / ".aws-sam" / "build"
@@ -502,19 +512,8 @@ def round_trips(table: Table, reps: Reps, db: Database, standin: CountingStandin
 
 def latency(table: Table, reps: Reps, db: Database) -> None:
     """Median request latency through bench/delay_proxy.py (20 ms per client→server chunk)."""
-    proxy = subprocess.Popen(
-        [PYTHON, "-m", "bench.delay_proxy", "--unix", str(db.socket), "--delay-ms", "20"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proxy.stdout is not None
-        port = int(proxy.stdout.readline().split()[1])
-        got = child("latency", postgres_env(f"postgresql://postgres@127.0.0.1:{port}/postgres"), n=reps.latency_n)
-    finally:
-        proxy.terminate()
-        proxy.wait()
+    with slow_network(db.socket) as url:
+        got = child("latency", postgres_env(url), n=reps.latency_n)
     table.append(
         Row(
             "latency over a 20 ms network: full handler vs six statements",

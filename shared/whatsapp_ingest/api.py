@@ -328,22 +328,29 @@ def entrypoint(app: IngestApp) -> Handler:
             logger.exception("request failed")
             response = _proxy(envelope(500, "internal error"))
 
-        status = int(response["statusCode"])
-        if status >= 500:
-            count_outcome("failed")
-        elif status >= 400:
-            count_outcome("rejected")
-            logger.warning(
-                "request rejected",
-                extra={
-                    "status": status,
-                    "reason": reason or _message_of(response),
-                    "source_ip": event.get("requestContext", {}).get("http", {}).get("sourceIp"),
-                },
-            )
-        return response
+        return accounted(response, event, reason)
 
     return handler
+
+
+def accounted(
+    response: dict[str, Any], event: dict[str, Any], reason: str | None, what: str = "request"
+) -> dict[str, Any]:
+    """Count a failed or rejected response, and log a rejection with its reason and source; returns it."""
+    status = int(response["statusCode"])
+    if status >= 500:
+        count_outcome("failed")
+    elif status >= 400:
+        count_outcome("rejected")
+        logger.warning(
+            f"{what} rejected",
+            extra={
+                "status": status,
+                "reason": reason or _message_of(response),
+                "source_ip": event.get("requestContext", {}).get("http", {}).get("sourceIp"),
+            },
+        )
+    return response
 
 
 def _received_at(event: dict[str, Any]) -> datetime:

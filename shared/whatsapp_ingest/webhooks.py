@@ -26,6 +26,7 @@ from whatsapp_ingest.api import (
     _describe,
     _proxy,
     _received_at,
+    accounted,
     count_outcome,
     envelope,
     logger,
@@ -77,20 +78,7 @@ def webhook_handler(adapter: ModuleType, verify: Verifier | None = None) -> Hand
             logger.exception("webhook failed")
             response = _proxy(envelope(500, "internal error"))
 
-        status = int(response["statusCode"])
-        if status >= 500:
-            count_outcome("failed")
-        elif status >= 400:
-            count_outcome("rejected")
-            logger.warning(
-                "webhook rejected",
-                extra={
-                    "status": status,
-                    "reason": _reason(response),
-                    "source_ip": event.get("requestContext", {}).get("http", {}).get("sourceIp"),
-                },
-            )
-        return response
+        return accounted(response, event, None, "webhook")
 
     return handler
 
@@ -186,12 +174,3 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
     """What a log line may say of one applied event: kind, ids, outcome; never text or numbers."""
     keys = ("kind", "message_id", "id", "chat_id", "contact_id", "direction", "status", "applied", "pending")
     return {k: result[k] for k in keys if k in result} | {"outcome": _outcome(result)}
-
-
-def _reason(response: dict[str, Any]) -> str:
-    import json
-
-    try:
-        return str(json.loads(response.get("body") or "{}").get("message", ""))[:500]
-    except (ValueError, AttributeError):
-        return ""
