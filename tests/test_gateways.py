@@ -511,3 +511,25 @@ def test_database_down_queues_the_translated_events_and_the_replay_applies_them(
     replay(queued["Body"])
     replay(queued["Body"])  # a second replay stores nothing twice
     assert [r["whatsapp_message_id"] for r in messages(db)] == ["3EB03E3CA617ADA52AEA79"]
+
+
+def test_evolution_history_sync_is_stored_set_based_in_one_batch(hook: Any, db: Any) -> None:
+    link(db, "evolution", "tigo1")
+    upsert = payload("evolution", "messages_upsert_text_inbound.json")
+    page = []
+    for n in range(40):
+        item = json.loads(json.dumps(upsert["data"]))
+        item["key"]["id"] = f"HIST{n:04d}"
+        item["messageTimestamp"] = 1746132000 + n
+        page.append(item)
+    body = {**upsert, "event": "messages.set", "data": {"messages": page}}
+
+    first = hook("evolution", body)
+    again = hook("evolution", body)
+
+    assert first.status == again.status == 200
+    assert first.body["data"]["results"] == [{"kind": "history", "stored": 40, "duplicates": 0}]
+    assert again.body["data"]["results"] == [{"kind": "history", "stored": 0, "duplicates": 40}]
+    assert len(messages(db)) == 40
+    events = db.execute("select event from realtime.messages where event like 'message%'").fetchall()
+    assert [e["event"] for e in events] == ["messages_created"]  # one statement stored them all

@@ -65,6 +65,32 @@ class MessageEvent(_Event):
         return self
 
 
+class HistoryEvent(_Event):
+    """A page of history sync (Evolution messages.set): stored set-based, in one
+    whatsapp_ingest_batch call, with the single path's guarantees."""
+
+    kind: Literal["history"] = "history"
+    messages: list[MessageEvent]
+
+    def items(self) -> list[dict[str, Any]]:
+        """The messages as whatsapp_ingest_batch takes them (whatsapp_batch_items)."""
+        return [
+            {
+                "i": index,
+                "message_id": m.message_id,
+                "from": m.from_,
+                "to": m.to,
+                "type": m.message_type,
+                "body": m.body,
+                "content": m.content,
+                "sent_at": m.sent_at.isoformat(),
+                "from_me": m.from_me,
+                "push_name": m.push_name,
+            }
+            for index, m in enumerate(self.messages)
+        ]
+
+
 class SessionEvent(_Event):
     """The session's state changed (whatsapp_update_session_status)."""
 
@@ -188,7 +214,7 @@ class MessageChange(BaseModel):
 
 
 Event = Annotated[
-    MessageEvent | SessionEvent | QrEvent | AckEvent | ReactionEvent | EditEvent | DeleteEvent,
+    MessageEvent | HistoryEvent | SessionEvent | QrEvent | AckEvent | ReactionEvent | EditEvent | DeleteEvent,
     Field(discriminator="kind"),
 ]
 
@@ -221,6 +247,8 @@ class GatewayBatch(BaseModel):
                         "event_at": event.event_at.isoformat() if event.event_at else None,
                     }
                 )
+            elif isinstance(event, HistoryEvent):
+                calls.append({"kind": "history", "messages": event.items()})
             else:
                 calls.append(event.model_dump(mode="json", by_alias=True))
         return calls

@@ -294,6 +294,7 @@ create trigger mensajes_broadcast_event
 --              p_events          array of internal events, each {kind, ...}:
 --                 message:  {message_id, from, to, message_type, body, content,
 --                            sent_at, from_me, push_name} (whatsapp_ingest_message)
+--                 history:  {messages: [batch items]}  (whatsapp_ingest_batch)
 --                 session:  {status, changes, event_at}  (whatsapp_update_session_status)
 --                 qr:       {qr_code, qr_url, generated_at} (whatsapp_store_qr)
 --                 status | reaction | edit | delete:
@@ -349,6 +350,10 @@ begin
                 'kind', 'message', 'message_id', v_event ->> 'message_id', 'duplicate', v_result -> 'duplicate',
                 'id', v_result -> 'message' -> 'id', 'chat_id', v_result -> 'chat_id',
                 'contact_id', v_result -> 'contact_id', 'direction', v_result -> 'message' -> 'direction');
+        when 'history' then
+            -- a history sync page: set-based, as POST /api/whatsapp/messages/batch
+            v_result := jsonb_build_object('kind', 'history')
+                        || public.whatsapp_ingest_batch(v_session_id, v_event -> 'messages');
         when 'session' then
             v_result := public.whatsapp_update_session_status(
                 v_session_id, v_event ->> 'status', coalesce(v_event -> 'changes', '{}'),

@@ -21,6 +21,7 @@ from whatsapp_ingest.events import (
     DeleteEvent,
     EditEvent,
     GatewayBatch,
+    HistoryEvent,
     MessageEvent,
     QrEvent,
     ReactionEvent,
@@ -114,8 +115,14 @@ def translate(body: dict[str, Any], secrets: GatewaySecrets, erase_deleted: bool
             if event == "messages.set"
             else [data]
         )
+        start = len(batch.events)
         for item in items:
             _message(batch, item, own, erase_deleted)
+        if event == "messages.set":  # history sync: its messages go in one set-based call
+            page = batch.events[start:]
+            history = [e for e in page if isinstance(e, MessageEvent)]
+            others = [e for e in page if not isinstance(e, MessageEvent)]
+            batch.events[start:] = ([HistoryEvent(messages=history)] if history else []) + others
     elif event in ("messages.update", "send.message.update"):
         for item in data if isinstance(data, list) else [data]:
             _update(batch, item, at, erase_deleted)
