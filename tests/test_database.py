@@ -24,7 +24,7 @@ TABLES = [
 FUNCTIONS = {
     "whatsapp_lock_session": f"'{SESSION_ID}'",
     "whatsapp_event_time_to_keep": "now(), null",
-    "whatsapp_stale_reason": "row(now(), now(), null), now() - interval '1 minute', now()",
+    "whatsapp_stale_reason": "row(now(), now(), null, now()), now() - interval '1 minute', now()",
     "whatsapp_compared": "now(), 'arrival', now(), 'arrival'",
     "whatsapp_order_after": "null, null, now()",
     "whatsapp_repair_outbound": f"'{SESSION_ID}', '5215500000001'",

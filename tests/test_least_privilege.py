@@ -20,6 +20,7 @@ ENTRY_POINTS = {
     ' \'{"type": "text", "text": "hola"}\', now()',
     "whatsapp_ingest_batch": f"'{SESSION_ID}', '[]'",
     "whatsapp_apply_gateway_events": "'evolution', 'demo-a', '[]', now(), null, false",
+    "whatsapp_message_event": f"'{SESSION_ID}', 'm1', 'status', '{{\"status\": \"read\"}}', now()",
 }
 TABLES = [
     "accounts",
@@ -61,7 +62,6 @@ def test_the_login_can_read_or_write_no_table(db: Any, table: str, statement: st
         f"public.whatsapp_lock_session('{SESSION_ID}')",
         f"public.whatsapp_move_session('{SESSION_ID}', gen_random_uuid())",
         "public.whatsapp_batch_items('[]', null)",
-        f"public.whatsapp_message_event('{SESSION_ID}', 'm1', 'status', '{{}}', now())",
     ],
 )
 def test_the_login_cannot_call_the_helpers(db: Any, call: str) -> None:
@@ -88,7 +88,8 @@ def test_the_service_works_end_to_end_logged_in_as_the_login(
     separator = "&" if "?" in database_url else "?"
     use_backend(monkeypatch, {"DATABASE_URL": f"{database_url}{separator}options={quote('-c role=whatsapp_ingest')}"})
 
-    for name in ("status_update/valid", "qr_update/valid", "messages_received/text", "messages_batch/valid"):
+    names = ("status_update/valid", "qr_update/valid", "messages_received/text", "messages_batch/valid")
+    for name in (*names, "message_event/status_read"):
         assert call_handler(handlers, load_event(name)).status == 200, name
     assert db.execute("select count(*) as n from public.mensajes").fetchone()["n"] == 4
     connection = get_store()._local.conn  # type: ignore[attr-defined]

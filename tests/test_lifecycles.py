@@ -74,13 +74,16 @@ class Mark:
     event: int | None = None
     received: int | None = None
     untimed: int | None = None
+    event_received: int | None = None  # the latest arrival within event's second
 
     def newer_than(self, event: int | None, received: int) -> bool:
         """An update already applied is known to be newer than (event, received)."""
-        same_second = event is not None and self.event is not None and event // 1000 == self.event // 1000
         if event is not None and self.event is not None and event // 1000 < self.event // 1000:
             return True
-        if (event is None or same_second) and self.received is not None and received < self.received:
+        if event is None and self.received is not None and received < self.received:
+            return True
+        same_second = event is not None and self.event is not None and event // 1000 == self.event // 1000
+        if same_second and self.event_received is not None and received < self.event_received:
             return True
         return event is not None and self.untimed is not None and received < self.untimed
 
@@ -89,7 +92,12 @@ class Mark:
             return max(x for x in (a, b) if x is not None) if a is not None or b is not None else None
 
         untimed = latest(self.untimed, received) if event is None else self.untimed
-        return Mark(latest(self.event, event), latest(self.received, received), untimed)
+        event_received = self.event_received
+        if event is not None and (self.event is None or event // 1000 > self.event // 1000):
+            event_received = received
+        elif event is not None and event // 1000 == self.event // 1000:  # type: ignore[operator]
+            event_received = latest(self.event_received, received)
+        return Mark(latest(self.event, event), latest(self.received, received), untimed, event_received)
 
 
 @dataclass

@@ -100,3 +100,32 @@ def test_an_event_missing_what_its_kind_needs_is_400(invoke: Invoke, db: Any, bo
 
 def test_an_event_for_an_unknown_session_is_404(invoke: Invoke, db: Any) -> None:
     assert invoke("message_event/unknown_session").status == 404
+
+
+def test_an_edit_after_an_erasing_deletion_does_not_bring_the_text_back(
+    invoke: Invoke, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from whatsapp_ingest.config import settings
+
+    monkeypatch.setenv("ERASE_DELETED_CONTENT", "true")
+    settings.cache_clear()
+    invoke("messages_received/text")
+    invoke(request(EVENT, change("delete")))
+
+    late = invoke(request(EVENT, change("edit", text="secreto v2", timestamp="2026-11-28T04:44:00Z")))
+
+    assert late.body["data"]["applied"] is False
+    row = stored(db)
+    assert row["body"] is None and "secreto" not in str(row["content"])
+
+
+def test_a_redelivered_reaction_changes_nothing_and_broadcasts_nothing(invoke: Invoke, db: Any) -> None:
+    invoke("messages_received/text")
+    reaction = change("reaction", emoji="❤️", **{"from": "5215512345678"})
+    first = invoke(request(EVENT, reaction))
+    sent = db.execute("select count(*) as n from realtime.messages").fetchone()["n"]
+
+    again = invoke(request(EVENT, reaction))
+
+    assert (first.body["data"]["applied"], again.body["data"]["applied"]) == (True, False)
+    assert db.execute("select count(*) as n from realtime.messages").fetchone()["n"] == sent

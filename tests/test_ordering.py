@@ -352,3 +352,26 @@ def test_late_status_is_compared_on_the_same_clock_even_across_days(invoke: Invo
 
     assert result.body["data"]["stale"] is False
     assert session(db)["status"] == "connected"
+
+
+def test_within_one_second_the_tie_is_broken_by_the_arrival_of_that_seconds_updates_only(
+    invoke: Invoke, db: Any
+) -> None:
+    # A (12:00:10) arrives at 10; G (12:00:15.0), a replay, kept its arrival 2; H (12:00:15.7) arrives at 5.
+    # H is newer than A (later second) and than G (same second, later arrival): it applies.
+    base = NOW_MS // 1000 * 1000 - 60_000
+    invoke(request(STATUS, status("connected", timestamp=iso(base + 10_000)), received_ms=base + 10))
+    invoke(request(STATUS, status("pending", timestamp=iso(base + 15_000)), received_ms=base + 2))
+    result = invoke(request(STATUS, status("disconnected", timestamp=iso(base + 15_700)), received_ms=base + 5))
+
+    assert result.body["data"]["stale"] is False
+    assert session(db)["status"] == "disconnected"
+
+
+def test_a_qr_stamped_far_ahead_of_our_clock_does_not_make_later_qrs_stale(invoke: Invoke, db: Any) -> None:
+    invoke(request(QR, qr("2@from-a-wrong-clock", NOW_MS + 86_400_000), received_ms=NOW_MS))
+    invoke(request(STATUS, status("disconnected"), received_ms=NOW_MS + 1000))
+    result = invoke(request(QR, qr("2@right-clock", NOW_MS + 2000), received_ms=NOW_MS + 2000))
+
+    assert result.body["message"] == "qr code stored"
+    assert (session(db)["status"], session(db)["qr_code"]) == ("pending", "2@right-clock")

@@ -19,12 +19,15 @@
 -- ---------------------------------------------------------------------------
 
 -- What a session remembers of the updates it applied, per clock: the latest
--- orchestrator time, the latest arrival, and the latest arrival of an update
--- that had no orchestrator time (which can only be ordered by arrival).
+-- orchestrator time, the latest arrival, the latest arrival of an update that
+-- had no orchestrator time (which can only be ordered by arrival), and the
+-- latest arrival among the updates of event_at's second (ties within a second
+-- are ordered by arrival).
 create type public.whatsapp_order_mark as (
     event_at            timestamptz,
     received_at         timestamptz,
-    untimed_received_at timestamptz
+    untimed_received_at timestamptz,
+    event_received_at   timestamptz
 );
 
 alter table public.whatsapp_sessions
@@ -42,7 +45,7 @@ comment on column public.whatsapp_sessions.qr_close_order is
 -- (last_seen, receive times), so only the QR's own time is carried over; the
 -- last change counts as having arrived when the row was last written.
 update public.whatsapp_sessions
-   set state_order = row(qr_generated_at, updated_at, null)::public.whatsapp_order_mark;
+   set state_order = row(qr_generated_at, updated_at, null, updated_at)::public.whatsapp_order_mark;
 
 -- A session that is not pending shows no QR.
 update public.whatsapp_sessions
@@ -117,8 +120,11 @@ begin
     if p_event_at is not null and v_update_second < v_stored_second then
         return public.whatsapp_compared(p_event_at, 'orchestrator', (p_mark).event_at, 'orchestrator');
     end if;
-    if (p_event_at is null or v_update_second = v_stored_second) and p_received_at < (p_mark).received_at then
+    if p_event_at is null and p_received_at < (p_mark).received_at then
         return public.whatsapp_compared(p_received_at, 'arrival', (p_mark).received_at, 'arrival');
+    end if;
+    if v_update_second = v_stored_second and p_received_at < (p_mark).event_received_at then
+        return public.whatsapp_compared(p_received_at, 'arrival', (p_mark).event_received_at, 'arrival');
     end if;
     if p_event_at is not null and p_received_at < (p_mark).untimed_received_at then
         return public.whatsapp_compared(p_received_at, 'arrival', (p_mark).untimed_received_at, 'arrival');
@@ -161,12 +167,19 @@ set search_path = ''
 as $$
     -- greatest() ignores nulls
     select row(
-        greatest((p_mark).event_at, public.whatsapp_event_time_to_keep(p_event_at, null)),
+        greatest((p_mark).event_at, k.event_at),
         greatest((p_mark).received_at, p_received_at),
         case when p_event_at is null
              then greatest((p_mark).untimed_received_at, p_received_at)
-             else (p_mark).untimed_received_at end
-    )::public.whatsapp_order_mark;
+             else (p_mark).untimed_received_at end,
+        case when k.event_at is null then (p_mark).event_received_at
+             when (p_mark).event_at is null
+                  or date_trunc('second', k.event_at) > date_trunc('second', (p_mark).event_at) then p_received_at
+             when date_trunc('second', k.event_at) = date_trunc('second', (p_mark).event_at)
+                  then greatest((p_mark).event_received_at, p_received_at)
+             else (p_mark).event_received_at end
+    )::public.whatsapp_order_mark
+      from (select public.whatsapp_event_time_to_keep(p_event_at, null) as event_at) k;
 $$;
 
 -- ---------------------------------------------------------------------------
@@ -367,7 +380,9 @@ begin
     if p_generated_at = v_session.qr_generated_at and p_qr_code = v_session.qr_code then
         return to_jsonb(v_session) || '{"stale": false, "duplicate": true}';
     end if;
-    if p_generated_at <= v_session.qr_generated_at then
+    -- A stored QR time more than 5 minutes ahead of our clock is not remembered
+    -- (whatsapp_event_time_to_keep): it cannot make every later QR stale.
+    if p_generated_at <= public.whatsapp_event_time_to_keep(v_session.qr_generated_at, null) then
         v_stale := public.whatsapp_compared(p_generated_at, 'orchestrator', v_session.qr_generated_at, 'orchestrator');
     else
         v_stale := public.whatsapp_stale_reason(v_session.qr_close_order, p_generated_at, v_received_at);

@@ -349,6 +349,7 @@ begin
       from public.chats ch
       join public.contacts c on c.id = ch.contact_id
      where ch.session_id = p_session_id
+     order by c.wa_id  -- key order, as the batch path: racing inserts cannot deadlock
     on conflict (account_id, wa_id) do nothing;
 
     -- Cascades to the session's chats and, through them, their messages.
@@ -395,6 +396,7 @@ begin
       from public.mensajes m
      where m.session_id = p_session_id and m.from_wa_id = p_own_wa_id
        and m.from_me is null and m.direction = 'inbound' and m.to_wa_id is not null
+     order by 2  -- key order, as the batch path: racing inserts cannot deadlock
     on conflict (account_id, wa_id) do nothing;
 
     insert into public.chats (account_id, session_id, contact_id)

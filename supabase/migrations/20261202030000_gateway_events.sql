@@ -171,6 +171,7 @@ begin
                                          p_data ->> 'from', jsonb_build_object('emoji', p_data ->> 'emoji', 'at', v_at))
                            end
          where m.id = p_id
+           and (m.reactions -> (p_data ->> 'from') ->> 'emoji') is distinct from nullif(p_data ->> 'emoji', '')
            and coalesce((m.reactions -> (p_data ->> 'from') ->> 'at')::timestamptz, '-infinity') <= v_at;
     elsif p_kind = 'edit' then
         update public.mensajes m
@@ -182,6 +183,7 @@ begin
                                    else m.content end,
                edited_at    = v_at
          where m.id = p_id
+           and m.deleted_at is null  -- a deleted message is not brought back by a late edit
            and m.body is distinct from p_data ->> 'body'
            and (m.edited_at is null or m.edited_at <= v_at);
     elsif p_kind = 'delete' then
@@ -337,6 +339,16 @@ begin
     if p_require_apikey and (v_key is null or p_apikey_sha256 is distinct from v_key) then
         raise exception 'apikey does not match the session''s' using errcode = 'PT401';
     end if;
+
+    -- The messages the body touches, locked once in id order (whatsapp_message_lock is
+    -- re-entrant), so two bodies, or a body and a batch, cannot lock them crosswise.
+    perform public.whatsapp_message_lock(v_session_id, ids.message_id)
+       from (select distinct coalesce(m ->> 'message_id', e ->> 'message_id') as message_id
+               from jsonb_array_elements(p_events) e
+               left join lateral jsonb_array_elements(case when e ->> 'kind' = 'history'
+                                                           then e -> 'messages' else '[]' end) m on true
+              where coalesce(m ->> 'message_id', e ->> 'message_id') is not null
+              order by 1) ids;
 
     for v_event in select * from jsonb_array_elements(p_events)
     loop

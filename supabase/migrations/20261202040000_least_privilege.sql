@@ -55,7 +55,6 @@ grant execute on function
     public.whatsapp_status_rank(text),
     public.whatsapp_message_lock(uuid, text),
     public.whatsapp_apply_to_message(bigint, text, jsonb, timestamptz),
-    public.whatsapp_message_event(uuid, text, text, jsonb, timestamptz),
     public.whatsapp_apply_pending_message_events()
     to whatsapp_ingest_owner;
 
@@ -79,6 +78,10 @@ alter function public.whatsapp_ingest_batch(uuid, jsonb)
     owner to whatsapp_ingest_owner;
 alter function public.whatsapp_ingest_batch(uuid, jsonb)
     security definer;
+alter function public.whatsapp_message_event(uuid, text, text, jsonb, timestamptz)
+    owner to whatsapp_ingest_owner;
+alter function public.whatsapp_message_event(uuid, text, text, jsonb, timestamptz)
+    security definer;
 alter function public.whatsapp_apply_gateway_events(text, text, jsonb, timestamptz, text, boolean)
     owner to whatsapp_ingest_owner;
 alter function public.whatsapp_apply_gateway_events(text, text, jsonb, timestamptz, text, boolean)
@@ -93,6 +96,7 @@ revoke execute on function
     public.whatsapp_store_qr(uuid, text, text, timestamptz, timestamptz),
     public.whatsapp_ingest_message(uuid, text, text, text, text, text, jsonb, timestamptz, boolean, text),
     public.whatsapp_ingest_batch(uuid, jsonb),
+    public.whatsapp_message_event(uuid, text, text, jsonb, timestamptz),
     public.whatsapp_apply_gateway_events(text, text, jsonb, timestamptz, text, boolean)
     from public, anon, authenticated;
 grant execute on function
@@ -100,5 +104,6 @@ grant execute on function
     public.whatsapp_store_qr(uuid, text, text, timestamptz, timestamptz),
     public.whatsapp_ingest_message(uuid, text, text, text, text, text, jsonb, timestamptz, boolean, text),
     public.whatsapp_ingest_batch(uuid, jsonb),
+    public.whatsapp_message_event(uuid, text, text, jsonb, timestamptz),
     public.whatsapp_apply_gateway_events(text, text, jsonb, timestamptz, text, boolean)
     to whatsapp_ingest, service_role;
