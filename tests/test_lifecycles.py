@@ -31,6 +31,8 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
+from local import database
+
 EXAMPLES = int(os.environ.get("LIFECYCLE_EXAMPLES", "100"))
 OWN = "5215500000077"
 PEERS = [f"52155100000{n:02d}" for n in range(1, 6)]
@@ -234,6 +236,7 @@ def conn(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     with pytest.MonkeyPatch.context() as patch:
         use_backend(patch, {"DATABASE_URL": database_url})
         with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as connection:
+            connection.execute(database.SEED_SQL.read_text())  # the accounts the sessions belong to
             yield connection
         use_backend(patch, {})
 
