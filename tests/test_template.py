@@ -69,7 +69,7 @@ def test_layer_is_built_by_sam_from_shared(template: dict[str, Any]) -> None:
     assert (REPO / "shared" / "requirements.txt").exists()
 
 
-def test_stage_parameter_and_the_three_urls_as_outputs(template: dict[str, Any]) -> None:
+def test_stage_parameter_and_each_endpoints_url_as_an_output(template: dict[str, Any]) -> None:
     assert template["Parameters"]["Stage"]["AllowedValues"] == ["dev", "prod"]
     for output in template["Outputs"].values():
         condition, on_domain, on_api = output["Value"]  # !If (the loader keeps the arguments)
