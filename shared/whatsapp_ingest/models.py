@@ -394,6 +394,7 @@ class OrderMark(BaseModel):
     event_at: datetime | None
     received_at: datetime | None
     untimed_received_at: datetime | None
+    event_received_at: datetime | None
 
 
 class ComparedTime(BaseModel):
