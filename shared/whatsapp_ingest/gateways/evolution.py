@@ -122,7 +122,8 @@ def translate(body: dict[str, Any], secrets: GatewaySecrets, erase_deleted: bool
             page = batch.events[start:]
             history = [e for e in page if isinstance(e, MessageEvent)]
             others = [e for e in page if not isinstance(e, MessageEvent)]
-            batch.events[start:] = ([HistoryEvent(messages=history)] if history else []) + others
+            head: list[Any] = [HistoryEvent(messages=history)] if history else []
+            batch.events[start:] = head + others
     elif event in ("messages.update", "send.message.update"):
         for item in data if isinstance(data, list) else [data]:
             _update(batch, item, at, erase_deleted)
