@@ -129,3 +129,13 @@ def test_a_redelivered_reaction_changes_nothing_and_broadcasts_nothing(invoke: I
 
     assert (first.body["data"]["applied"], again.body["data"]["applied"]) == (True, False)
     assert db.execute("select count(*) as n from realtime.messages").fetchone()["n"] == sent
+
+
+def test_events_that_waited_a_week_for_their_message_are_forgotten(invoke: Invoke, db: Any) -> None:
+    invoke(request(EVENT, change("status", status="delivered", message_id="never-arrives")))
+    db.execute("update public.whatsapp_pending_message_events set created_at = now() - interval '8 days'")
+
+    invoke(request(EVENT, change("status", status="read", message_id="also-waiting")))
+
+    waiting = db.execute("select whatsapp_message_id from public.whatsapp_pending_message_events").fetchall()
+    assert [row["whatsapp_message_id"] for row in waiting] == ["also-waiting"]

@@ -87,6 +87,10 @@ create table public.whatsapp_pending_message_events (
 
 create index whatsapp_pending_message_events_message_idx
     on public.whatsapp_pending_message_events (session_id, whatsapp_message_id);
+-- Events kept longer than 7 days are forgotten (whatsapp_message_event): statuses
+-- of messages the CRM sent itself through a gateway never get a message here.
+create index whatsapp_pending_message_events_created_at_idx
+    on public.whatsapp_pending_message_events (created_at);
 
 alter table public.whatsapp_pending_message_events enable row level security;
 revoke all on public.whatsapp_pending_message_events from public, anon, authenticated;
@@ -212,7 +216,7 @@ $$;
 --              p_event_at    when it happened (the gateway's clock), or null
 --   Returns:   {message_id, kind, applied, pending}: applied when the message
 --              changed; pending when the message is not stored yet (the event
---              is kept and applied when it arrives)
+--              is kept, for 7 days, and applied when it arrives)
 --   Errors:    PT404 when the session does not exist; 22023 for an unknown kind
 -- ---------------------------------------------------------------------------
 
@@ -245,6 +249,8 @@ begin
     if v_id is null then
         insert into public.whatsapp_pending_message_events (session_id, whatsapp_message_id, kind, data, event_at)
         values (p_session_id, p_message_id, p_kind, p_data, p_event_at);
+        -- Retention: what waited a week for its message will not see it.
+        delete from public.whatsapp_pending_message_events e where e.created_at < now() - interval '7 days';
     else
         v_applied := public.whatsapp_apply_to_message(v_id, p_kind, p_data, p_event_at);
     end if;
