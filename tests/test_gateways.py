@@ -13,6 +13,7 @@ import pytest
 from conftest import SESSION_ID, call_handler
 from gateway_support import ENV, WAHA_KEY, files, link, payload, webhook_event
 
+from whatsapp_ingest.auth import REFUSED
 from whatsapp_ingest.config import GatewaySecrets
 from whatsapp_ingest.gateways import waha
 
@@ -437,6 +438,7 @@ def test_wrong_signature_is_401_with_nothing_stored(
     link(db, gateway, instance_of(gateway, body))
     result = hook(gateway, body, headers=headers)
     assert result.status == 401 and result.body["success"] is False
+    assert result.body["message"] == REFUSED  # the same answer whichever check failed
     assert "WWW-Authenticate" in result.headers
     assert messages(db) == []
 

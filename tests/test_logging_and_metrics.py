@@ -121,6 +121,14 @@ def test_no_event_is_logged_even_when_the_environment_asks_for_it(
         if name == "messages_received/text":
             event["body"] = json.dumps(body, ensure_ascii=False)
         assert call_handler(fresh, event).status == 200
+    # A gateway's webhook too: seed's account A session is Evolution's instance 'demo-a'.
+    from gateway_support import ENV, payload, webhook_event
+
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    upsert = payload("evolution", "messages_upsert_text_inbound.json")
+    upsert = {**upsert, "instance": "demo-a", "data": {**upsert["data"], "message": {"conversation": TEXT}}}
+    assert call_handler(fresh, webhook_event("evolution", upsert)).status == 200
     queued["received_at"] = "2026-11-28T04:41:00+00:00"
     event = {"Records": [{**record, "body": json.dumps(queued, ensure_ascii=False)}]}
     replayed = gateway.load_handler(dataclasses.replace(replay, logical_id="ReplayLogEvent"))
@@ -128,5 +136,5 @@ def test_no_event_is_logged_even_when_the_environment_asks_for_it(
 
     logged = json.dumps(log_lines(), ensure_ascii=False)
     assert [line["message"] for line in log_lines()][-1] == "queued request applied"
-    for secret in (SAMPLE_TOKEN, TEXT, "Bearer", "authorization", "5215512345678"):
+    for secret in (SAMPLE_TOKEN, ENV["EVOLUTION_WEBHOOK_TOKEN"], TEXT, "Bearer", "authorization", "5215512345678"):
         assert secret not in logged, secret

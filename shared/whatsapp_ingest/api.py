@@ -127,7 +127,7 @@ def count_outcome(outcome: str, count: int = 1) -> None:
 class IngestApp(APIGatewayHttpResolver):
     """The resolver of one endpoint (one function), which knows its name."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         super().__init__(
             enable_validation=True,
             serializer=_serialize,
@@ -140,7 +140,7 @@ class IngestApp(APIGatewayHttpResolver):
         self.received_at = datetime.now(UTC)
         #: The signed X-Timestamp (the orchestrator's clock) when signing is on; set per request.
         self.signed_at: datetime | None = None
-        self.max_body_bytes = MAX_BODY_BYTES
+        self.max_body_bytes = max_body_bytes
 
     def _parsed_body(self, _raw: str) -> dict[str, Any]:
         # Powertools asks for the parsed body: hand it the one already parsed,
@@ -150,8 +150,7 @@ class IngestApp(APIGatewayHttpResolver):
 
 def create_app(endpoint: str, max_body_bytes: int = MAX_BODY_BYTES) -> IngestApp:
     """A resolver with validation on and every error mapped to the envelope."""
-    app = IngestApp(endpoint)
-    app.max_body_bytes = max_body_bytes
+    app = IngestApp(endpoint, max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response:
@@ -170,20 +169,8 @@ def create_app(endpoint: str, max_body_bytes: int = MAX_BODY_BYTES) -> IngestApp
 
     @app.exception_handler(StoreUnavailable)
     def _unavailable(exc: StoreUnavailable) -> Response:
-        # Storage-first: keep the validated request rather than make the
-        # orchestrator retry (some never do). One line per request, no traceback:
-        # an outage would otherwise bury the log.
-        try:
-            defer(app.endpoint, app.body, app.current_event.request_context.request_id, app.received_at, app.signed_at)
-        except QueueUnavailable as queue_exc:
-            logger.warning(
-                "database unavailable and the request could not be queued: refused with 503",
-                extra={"database_error": str(exc), "queue_error": str(queue_exc)},
-            )
-            return envelope(503, "database unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-        logger.warning("database unavailable: request queued for replay", extra={"database_error": str(exc)})
-        count_outcome("queued")
-        return envelope(202, "accepted, queued for retry")
+        request_id = app.current_event.request_context.request_id
+        return queued(lambda: defer(app.endpoint, app.body, request_id, app.received_at, app.signed_at), exc)
 
     @app.exception_handler(Exception)
     def _failed(exc: Exception) -> Response:
@@ -195,6 +182,23 @@ def create_app(endpoint: str, max_body_bytes: int = MAX_BODY_BYTES) -> IngestApp
         return envelope(404, f"no route for {app.current_event.path}")
 
     return app
+
+
+def queued(queue: Callable[[], None], exc: Exception, what: str = "request") -> Reply:
+    """Storage-first: 202 once `queue()` kept the request for the replay, else 503. Rather
+    than make the caller retry (some never do). One line per request, no traceback: an
+    outage would otherwise bury the log."""
+    try:
+        queue()
+    except QueueUnavailable as queue_exc:
+        logger.warning(
+            f"database unavailable and the {what} could not be queued: refused with 503",
+            extra={"database_error": str(exc), "queue_error": str(queue_exc)},
+        )
+        return envelope(503, "database unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    logger.warning(f"database unavailable: {what} queued for replay", extra={"database_error": str(exc)})
+    count_outcome("queued")
+    return envelope(202, "accepted, queued for retry")
 
 
 def _serialize(body: Any) -> str:

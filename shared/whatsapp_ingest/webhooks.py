@@ -20,7 +20,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from whatsapp_ingest.api import (
-    RETRY_AFTER_SECONDS,
     Handler,
     Rejected,
     _describe,
@@ -32,12 +31,13 @@ from whatsapp_ingest.api import (
     logger,
     metrics,
     parse_body,
+    queued,
     request_bytes,
 )
-from whatsapp_ingest.auth import Unauthorized
+from whatsapp_ingest.auth import REFUSED, Unauthorized
 from whatsapp_ingest.config import GatewaySecrets, gateway_secrets, settings
 from whatsapp_ingest.events import GatewayBatch
-from whatsapp_ingest.retry_queue import QueueUnavailable, defer
+from whatsapp_ingest.retry_queue import defer
 from whatsapp_ingest.store import GatewayRefused, InvalidData, SessionNotFound, Store, StoreUnavailable, get_store
 
 #: The retry queue's operation for a queued batch (retry_queue.OPERATIONS).
@@ -60,25 +60,30 @@ def webhook_handler(adapter: ModuleType, verify: Verifier | None = None) -> Hand
     endpoint = f"webhook_{adapter.NAME}"
     allowed = "GET, POST" if verify else "POST"
 
+    # log_event=False stated, as in api.entrypoint: the event holds the signatures and the messages.
     @metrics.log_metrics
-    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+    @logger.inject_lambda_context(
+        correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True, log_event=False
+    )
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_dimension(name="endpoint", value=endpoint)
         logger.append_keys(endpoint=endpoint)
         headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
         method = event.get("requestContext", {}).get("http", {}).get("method", "")
+        reason: str | None = None
         try:
             if method == "GET" and verify is not None:
                 response = verify(event.get("queryStringParameters") or {}, gateway_secrets())
             else:
                 response = _post(adapter, event, headers, method, allowed)
         except Rejected as exc:
+            reason = exc.reason
             response = _proxy(envelope(exc.status, exc.message, headers=exc.headers))
         except Exception:  # a bug or a misconfiguration: still the envelope
             logger.exception("webhook failed")
             response = _proxy(envelope(500, "internal error"))
 
-        return accounted(response, event, None, "webhook")
+        return accounted(response, event, reason, "webhook")
 
     return handler
 
@@ -91,14 +96,14 @@ def _post(
     try:
         adapter.authenticate(headers, data, secrets)
     except Unauthorized as exc:
-        raise Rejected(401, f"unauthorized: {exc}", {"WWW-Authenticate": CHALLENGE}) from None
+        raise _refused(f"unauthorized: {exc}") from None
     if method != "POST":
         raise Rejected(405, f"method {method} not allowed: use {allowed}", {"Allow": allowed})
     body = parse_body(data, headers.get("content-type", ""))
     try:
         translated = adapter.translate(body, secrets, settings().erase_deleted_content)
     except Unauthorized as exc:
-        raise Rejected(401, f"unauthorized: {exc}", {"WWW-Authenticate": CHALLENGE}) from None
+        raise _refused(f"unauthorized: {exc}") from None
     except ValidationError as exc:
         problems = [_describe(dict(error)) for error in exc.errors()]
         message = "invalid event: " + "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
@@ -124,9 +129,7 @@ def _post(
         except SessionNotFound:
             return _proxy(envelope(404, f"no session for {batch.gateway} instance {batch.instance[:128]}"))
         except GatewayRefused:
-            raise Rejected(
-                401, "unauthorized: the apikey does not match the session's", {"WWW-Authenticate": CHALLENGE}
-            ) from None
+            raise _refused("unauthorized: the apikey does not match the session's") from None
         except InvalidData:
             logger.warning("database refused a value")
             return _proxy(envelope(400, "invalid event: a value was refused by the database"))
@@ -144,20 +147,17 @@ def _post(
 def _queue(batches: list[GatewayBatch], event: dict[str, Any], received_at: datetime, exc: Exception) -> dict[str, Any]:
     """Storage-first: keep the authenticated, translated events (not yet applied) for the replay function."""
     request_id = event.get("requestContext", {}).get("requestId", "")
-    try:
+
+    def queue() -> None:
         for batch in batches:
             defer(QUEUED_OPERATION, batch.model_dump(mode="json", by_alias=True), request_id, received_at)
-    except QueueUnavailable as queue_exc:
-        logger.warning(
-            "database unavailable and the webhook could not be queued: refused with 503",
-            extra={"database_error": str(exc), "queue_error": str(queue_exc)},
-        )
-        return _proxy(
-            envelope(503, "database unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-        )
-    logger.warning("database unavailable: webhook queued for replay", extra={"database_error": str(exc)})
-    count_outcome("queued")
-    return _proxy(envelope(202, "accepted, queued for retry"))
+
+    return _proxy(queued(queue, exc, "webhook"))
+
+
+def _refused(reason: str) -> Rejected:
+    """One 401 for every failed check (as api.py answers); which one failed goes to the log only."""
+    return Rejected(401, REFUSED, {"WWW-Authenticate": CHALLENGE}, reason)
 
 
 def _outcome(result: dict[str, Any]) -> str:
