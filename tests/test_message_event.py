@@ -139,3 +139,17 @@ def test_events_that_waited_a_week_for_their_message_are_forgotten(invoke: Invok
 
     waiting = db.execute("select whatsapp_message_id from public.whatsapp_pending_message_events").fetchall()
     assert [row["whatsapp_message_id"] for row in waiting] == ["also-waiting"]
+
+
+def test_a_queued_message_event_is_applied_by_the_replay(invoke: Invoke, db: Any) -> None:
+    import json
+
+    from whatsapp_ingest.retry_queue import replay
+
+    invoke("messages_received/text")
+    queued = {"endpoint": "message_event", "body": change("status", status="read"), "request_id": "r-1"}
+
+    result = replay(json.dumps({**queued, "received_at": "2026-11-28T04:46:00+00:00"}))
+
+    assert result["applied"] is True
+    assert stored(db)["delivery_status"] == "read"

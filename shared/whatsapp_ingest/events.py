@@ -16,23 +16,11 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from whatsapp_ingest.models import SessionStatus, Timestamp, WaId, canonical_wa_id, parse_timestamp
+from whatsapp_ingest.models import MessageType, SessionStatus, Timestamp, WaId, canonical_wa_id, parse_timestamp
 
 Gateway = Literal["evolution", "waha", "meta"]
 #: The contract's eight types and what gateways add (README, "Gateways").
-GatewayMessageType = Literal[
-    "text",
-    "image",
-    "video",
-    "audio",
-    "document",
-    "location",
-    "contact",
-    "sticker",
-    "interactive",
-    "template",
-    "unsupported",
-]
+GatewayMessageType = Literal[MessageType, "interactive", "template", "unsupported"]
 DeliveryStatus = Literal["pending", "sent", "delivered", "read", "played", "failed"]
 
 

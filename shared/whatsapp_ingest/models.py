@@ -365,11 +365,11 @@ class MessagesBatch(_Private):
         valid: list[MessageReceived] = []
         rejected: list[Rejection] = []
         for index, item in enumerate(self.messages):
-            message_id = item.get("message_id") if isinstance(item, dict) else None
-            shown_id = message_id[:512] if isinstance(message_id, str) else None
             if not isinstance(item, dict):
                 rejected.append(Rejection(index=index, message_id=None, field="", problem="an item must be an object"))
                 continue
+            message_id = item.get("message_id")
+            shown_id = message_id[:512] if isinstance(message_id, str) else None
             if item.get("session_id", str(self.session_id)) != str(self.session_id):
                 rejected.append(
                     Rejection(index=index, message_id=shown_id, field="session_id", problem="items take the batch's")

@@ -19,7 +19,6 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from whatsapp_ingest.config import settings
-from whatsapp_ingest.events import GatewayBatch, MessageChange
 from whatsapp_ingest.models import MessageReceived, MessagesBatch, QrUpdate, StatusUpdate
 from whatsapp_ingest.store import InvalidData, SessionNotFound, Store, get_store
 
@@ -33,8 +32,10 @@ PERMANENT = (SessionNotFound, InvalidData, ValidationError)
 
 Operation = Callable[[Store, Any, datetime, datetime | None], dict[str, Any]]
 
-#: What each endpoint's queued body becomes, and how the store applies it.
-OPERATIONS: dict[str, tuple[type[BaseModel], Operation]] = {
+#: What each endpoint's queued body becomes, and how the store applies it. A str names a
+#: model of whatsapp_ingest.events, imported only when such a request is replayed: not at
+#: the cold start of every function (about 20 ms), most of which never queue one.
+OPERATIONS: dict[str, tuple[type[BaseModel] | str, Operation]] = {
     "status_update": (
         StatusUpdate,
         lambda store, body, received, signed: store.update_session_status(body, received, signed),
@@ -47,11 +48,11 @@ OPERATIONS: dict[str, tuple[type[BaseModel], Operation]] = {
         lambda store, body, _, __: store.ingest_batch(body.session_id, body.validated()[0]),
     ),
     "message_event": (
-        MessageChange,
+        "MessageChange",
         lambda store, body, _, __: store.apply_message_change(body, settings().erase_deleted_content),
     ),
     # A gateway's webhook, queued as its authenticated, translated events (webhooks.py).
-    "gateway_events": (GatewayBatch, lambda store, body, received, _: store.apply_gateway_events(body, received)),
+    "gateway_events": ("GatewayBatch", lambda store, body, received, _: store.apply_gateway_events(body, received)),
 }
 
 #: A queued batch is split into SQS messages of at most this size (one item bigger than it goes alone, up to
@@ -122,6 +123,10 @@ def replay(message_body: str) -> dict[str, Any]:
     (SQS retries it), or one of PERMANENT when it can never be applied."""
     message = json.loads(message_body)
     model, operation = OPERATIONS[message["endpoint"]]
+    if isinstance(model, str):
+        from whatsapp_ingest import events
+
+        model = getattr(events, model)
     received_at = datetime.fromisoformat(message.get("received_at") or datetime.now(UTC).isoformat())
     signed_at = datetime.fromisoformat(message["signed_at"]) if message.get("signed_at") else None
     return operation(get_store(), model.model_validate(message["body"]), received_at, signed_at)
