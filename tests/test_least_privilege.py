@@ -10,27 +10,22 @@ from urllib.parse import quote
 import psycopg
 import pytest
 from conftest import SESSION_ID, call_handler, load_event, use_backend
+from test_database import FUNCTIONS, TABLES
 
 from whatsapp_ingest.store import get_store
 
+#: The functions the login may execute, called as tests/test_database.py calls every function.
 ENTRY_POINTS = {
-    "whatsapp_update_session_status": f"'{SESSION_ID}', 'connected', '{{}}', null, now()",
-    "whatsapp_store_qr": f"'{SESSION_ID}', '2@qr', null, now(), now()",
-    "whatsapp_ingest_message": f"'{SESSION_ID}', 'lp-1', '5215512345678', '5215500000001', 'text', 'hola',"
-    ' \'{"type": "text", "text": "hola"}\', now()',
-    "whatsapp_ingest_batch": f"'{SESSION_ID}', '[]'",
-    "whatsapp_apply_gateway_events": "'evolution', 'demo-a', '[]', now(), null, false",
-    "whatsapp_message_event": f"'{SESSION_ID}', 'm1', 'status', '{{\"status\": \"read\"}}', now()",
+    name: FUNCTIONS[name]
+    for name in (
+        "whatsapp_update_session_status",
+        "whatsapp_store_qr",
+        "whatsapp_ingest_message",
+        "whatsapp_ingest_batch",
+        "whatsapp_message_event",
+        "whatsapp_apply_gateway_events",
+    )
 }
-TABLES = [
-    "accounts",
-    "account_members",
-    "whatsapp_sessions",
-    "contacts",
-    "chats",
-    "mensajes",
-    "whatsapp_pending_message_events",
-]
 
 
 def as_login(db: Any) -> Any:

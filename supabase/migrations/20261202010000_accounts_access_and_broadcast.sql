@@ -244,7 +244,9 @@ declare
     v_account record;
 begin
     for v_account in
-        select n.account_id, count(*) as n, min(n.id) as first_id
+        select n.account_id, count(*) as n, min(n.id) as first_id,
+               jsonb_agg(distinct n.session_id) as session_ids, jsonb_agg(distinct n.chat_id) as chat_ids,
+               max(n.sent_at) as latest_sent_at
           from stored n
          group by n.account_id
     loop
@@ -255,15 +257,8 @@ begin
               where m.id = v_account.first_id;
         else
             perform realtime.send(
-                jsonb_build_object(
-                    'count',          v_account.n,
-                    'session_ids',    (select jsonb_agg(distinct m.session_id) from stored m
-                                        where m.account_id = v_account.account_id),
-                    'chat_ids',       (select jsonb_agg(distinct m.chat_id) from stored m
-                                        where m.account_id = v_account.account_id),
-                    'latest_sent_at', (select max(m.sent_at) from stored m
-                                        where m.account_id = v_account.account_id)
-                ),
+                jsonb_build_object('count', v_account.n, 'session_ids', v_account.session_ids,
+                                   'chat_ids', v_account.chat_ids, 'latest_sent_at', v_account.latest_sent_at),
                 'messages_created',
                 'account:' || v_account.account_id,
                 true
