@@ -20,6 +20,7 @@ TABLES = [
     "chats",
     "mensajes",
     "whatsapp_pending_message_events",
+    "whatsapp_gateway_connections",
 ]
 FUNCTIONS = {
     "whatsapp_lock_session": f"'{SESSION_ID}'",
@@ -41,6 +42,8 @@ FUNCTIONS = {
     "whatsapp_apply_to_message": "0, 'status', '{\"status\": \"read\"}', now()",
     "whatsapp_message_event": f"'{SESSION_ID}', 'm1', 'status', '{{\"status\": \"read\"}}'",
     "whatsapp_apply_gateway_events": "'evolution', 'demo-a', '[]'",
+    "whatsapp_session_connection": f"'{SESSION_ID}'",
+    "whatsapp_add_gateway_connection": "gen_random_uuid(), 'waha', 'test', null, 'https://waha.example'",
 }
 
 

@@ -24,6 +24,7 @@ ENTRY_POINTS = {
         "whatsapp_ingest_batch",
         "whatsapp_message_event",
         "whatsapp_apply_gateway_events",
+        "whatsapp_session_connection",
     )
 }
 
