@@ -449,7 +449,7 @@ def test_waha_published_hmac_test_vector_verifies() -> None:
         "x-webhook-hmac": vector["X-Webhook-Hmac"],
         "x-webhook-hmac-algorithm": vector["X-Webhook-Hmac-Algorithm"],
     }
-    waha.authenticate(headers, vector["raw_body"].encode(), GatewaySecrets(waha_hmac_key=vector["secret_key"]))
+    waha.authenticate(headers, vector["raw_body"].encode(), GatewaySecrets(waha_hmac_keys=(vector["secret_key"],)))
     digest = hmac.new(vector["secret_key"].encode(), vector["raw_body"].encode(), hashlib.sha512).hexdigest()
     assert digest == vector["X-Webhook-Hmac"]
     assert vector["secret_key"] != WAHA_KEY
@@ -468,13 +468,16 @@ def test_evolution_apikey_mode_compares_the_payload_key_with_the_sessions_hash(
     assert len(messages(db)) == 1
 
 
-def test_unknown_instance_is_404_and_logged(hook: Any, db: Any, log_lines: Any) -> None:
-    result = hook("evolution", payload("evolution", "messages_upsert_text_inbound.json"))
-    assert result.status == 404 and result.body == {
-        "success": False,
-        "message": "no session for evolution instance tigo1",
-    }
-    assert any(line["level"] == "WARNING" and line.get("status") == 404 for line in log_lines())
+def test_unknown_instance_is_the_same_401_as_a_wrong_secret_and_logged(hook: Any, db: Any, log_lines: Any) -> None:
+    unknown = hook("evolution", payload("evolution", "messages_upsert_text_inbound.json"))
+    wrong = hook("evolution", payload("evolution", "messages_upsert_text_inbound.json"), headers={"authorization": "x"})
+    assert (unknown.status, unknown.body, unknown.headers) == (wrong.status, wrong.body, wrong.headers)
+    assert unknown.status == 401 and messages(db) == []
+    reasons = [line.get("reason") for line in log_lines() if line.get("status") == 401]
+    assert reasons == [
+        "unauthorized: this connection has no session with this instance",
+        "unauthorized: missing bearer token (set it in the Evolution webhook's headers)",
+    ]
 
 
 def test_meta_verification_get(hook: Any, db: Any) -> None:

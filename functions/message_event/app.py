@@ -1,6 +1,6 @@
 """POST /api/whatsapp/messages/event: a message's delivery status, a reaction, an edit or a deletion."""
 
-from whatsapp_ingest.api import Reply, count_outcome, create_app, documented, entrypoint, logger, ok
+from whatsapp_ingest.api import Reply, count_outcome, create_app, documented, entrypoint, logger, masked_id, ok
 from whatsapp_ingest.config import settings
 from whatsapp_ingest.events import MessageChange
 from whatsapp_ingest.models import MessageEventReply
@@ -21,7 +21,9 @@ def message_event(body: MessageChange) -> Reply:
     result = get_store().apply_message_change(body, settings().erase_deleted_content)
     outcome = "pending" if result["pending"] else "stored" if result["applied"] else "duplicate"
     count_outcome(outcome)
-    logger.info("message event", extra={"kind": body.kind, "message_id": body.message_id, "outcome": outcome})
+    logger.info(
+        "message event", extra={"kind": body.kind, "message_id": masked_id(body.message_id), "outcome": outcome}
+    )
     message = {
         "pending": "message event kept until its message arrives",
         "stored": "message event applied",

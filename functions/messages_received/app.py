@@ -1,6 +1,6 @@
 """POST /api/whatsapp/messages/received: store one message of any session."""
 
-from whatsapp_ingest.api import Reply, count_outcome, create_app, documented, entrypoint, logger, masked, ok
+from whatsapp_ingest.api import Reply, count_outcome, create_app, documented, entrypoint, logger, masked, masked_id, ok
 from whatsapp_ingest.models import MessageReceived, MessageReply
 from whatsapp_ingest.store import get_store
 
@@ -23,7 +23,7 @@ def messages_received(body: MessageReceived) -> Reply:
     logger.info(
         "message already stored" if duplicate else "message stored",
         extra={
-            "message_id": body.message_id,
+            "message_id": masked_id(body.message_id),
             "message_type": body.message.type,
             "direction": result["message"]["direction"],
             "peer": masked(body.to if outbound else body.from_),

@@ -5,7 +5,9 @@ batch response), so SQS retries only those. While the database is still down,
 the rest of the batch is not even tried and each record waits longer before its
 next try (back-off up to an hour; the queue keeps it 14 days). A request that
 can never be applied (its session is gone, the database refuses a value) is set
-aside in the dead-letter queue at once, with an error line, and its alarm fires.
+aside in the dead-letter queue at once, with its reason (an error line and the
+message attribute `reason`), and its alarm fires: so is a gateway's credential
+the database refuses, never retried.
 """
 
 from typing import Any
@@ -42,7 +44,7 @@ def apply(record: SQSRecord) -> None:
             "queued request can never be applied: set aside in the dead-letter queue",
             extra={"reason": type(exc).__name__, "sqs_message_id": record.message_id, **describe(record.body)},
         )
-        set_aside(record.body)
+        set_aside(record.body, type(exc).__name__)
         count_outcome("dead")
         return
     outcome = "duplicate" if result.get("duplicate") else "stale" if result.get("stale") else "stored"

@@ -88,6 +88,16 @@ def masked(wa_id: str) -> str:
     return f"{shown}{at}{server}"
 
 
+_LONG_DIGITS = re.compile(r"\d{7,}")
+
+
+def masked_id(value: str) -> str:
+    """An id fit for logs: every run of 7 or more digits (a phone number inside a WAHA message
+    id such as 'true_5215512345678@c.us_3EB0...', or an instance named after its number)
+    shows only its last 4: 'true_****5678@c.us_3EB0...'."""
+    return _LONG_DIGITS.sub(lambda digits: f"****{digits.group()[-4:]}", value)
+
+
 def documented(reply: type[BaseModel], success: str) -> dict[int, OpenAPIResponse]:
     """The OpenAPI responses of an endpoint: its success reply and every error the service gives."""
 

@@ -3,17 +3,23 @@
 Plain settings come from the environment, once per container. Secrets (API
 tokens, signing key, database credentials) come from AWS Secrets Manager when
 the environment names a secret ARN (deployed), else from environment variables
-(local runs): the same code path either way. Secrets are cached for
+(local runs): the same code path either way. Each gateway connection's secret
+is in Secrets Manager, named after the connection (connection_secret). Secrets are cached for
 SECRETS_MAX_AGE_SECONDS, so a rotation is picked up within that time without a
 redeploy.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
+from uuid import UUID
 
 MIN_TOKEN_LENGTH = 16
 
@@ -52,6 +58,8 @@ class Settings:
     gateway_secret_arn: str | None = None
     #: A message deleted for everyone loses its text and content (else kept for audit).
     erase_deleted_content: bool = False
+    #: Secrets Manager name prefix of the connections' secrets (<prefix><connection id>).
+    connection_secret_prefix: str = "whatsapp-ingest/connections/"
 
 
 @dataclass(frozen=True)
@@ -65,12 +73,20 @@ class AuthSecrets:
 
 @dataclass(frozen=True)
 class GatewaySecrets:
-    """What each gateway's webhook proves itself with (README, "Gateways"); None: not configured."""
+    """What each gateway's webhook proves itself with (README, "Gateways"); empty: not configured.
 
-    meta_app_secret: str | None = None
-    meta_verify_token: str | None = None
-    waha_hmac_key: str | None = None
-    evolution_webhook_token: str | None = None
+    Each is a tuple: during a rotation both the new and the old secret are accepted.
+    """
+
+    meta_app_secrets: tuple[str, ...] = ()
+    meta_verify_tokens: tuple[str, ...] = ()
+    waha_hmac_keys: tuple[str, ...] = ()
+    evolution_webhook_tokens: tuple[str, ...] = ()
+
+    @property
+    def evolution_webhook_token(self) -> str | None:
+        """Set when Evolution authenticates by a header token (else by each payload's apikey)."""
+        return self.evolution_webhook_tokens[0] if self.evolution_webhook_tokens else None
 
     def __repr__(self) -> str:
         return "GatewaySecrets(<redacted>)"
@@ -115,6 +131,7 @@ def settings() -> Settings:
         database_sslrootcert=_optional("DATABASE_SSLROOTCERT"),
         gateway_secret_arn=_optional("GATEWAY_SECRET_ARN"),
         erase_deleted_content=_flag("ERASE_DELETED_CONTENT"),
+        connection_secret_prefix=_optional("CONNECTION_SECRET_PREFIX") or "whatsapp-ingest/connections/",
     )
 
 
@@ -169,16 +186,121 @@ _GATEWAY_SECRETS = {
     "waha_hmac_key": "WAHA_HMAC_KEY",
     "evolution_webhook_token": "EVOLUTION_WEBHOOK_TOKEN",
 }
+#: The shortest webhook secret accepted.
+MIN_GATEWAY_SECRET_LENGTH = MIN_TOKEN_LENGTH // 2
+
+
+def _secret_values(key: str, value: Any) -> tuple[str, ...]:
+    """One secret or a list of them (a rotation); refused unless each is a long enough string."""
+    values = [value] if isinstance(value, str) else value if isinstance(value, list) else [] if value is None else None
+    if values is None or any(not isinstance(v, str) or len(v) < MIN_GATEWAY_SECRET_LENGTH for v in values if v):
+        raise ConfigError(
+            f"{key} must be a string (or a list of strings) of at least {MIN_GATEWAY_SECRET_LENGTH} characters"
+        )
+    return tuple(v for v in values if v)
 
 
 def gateway_secrets() -> GatewaySecrets:
-    """The webhook secrets of the gateways (GATEWAY_SECRET_ARN's JSON, or the environment)."""
+    """The default connection's webhook secrets (GATEWAY_SECRET_ARN's JSON, or the environment):
+    the single-secret endpoints /api/whatsapp/webhooks/{gateway}."""
     arn = settings().gateway_secret_arn
     secret = _secret(arn) if arn else {key: _optional(env) for key, env in _GATEWAY_SECRETS.items()}
-    values: dict[str, str | None] = {}
-    for key in _GATEWAY_SECRETS:
-        value = secret.get(key) or None
-        if value is not None and (not isinstance(value, str) or len(value) < MIN_TOKEN_LENGTH // 2):
-            raise ConfigError(f"{key} must be a string of at least {MIN_TOKEN_LENGTH // 2} characters")
-        values[key] = value
+    values = {f"{key}s": _secret_values(key, secret.get(key)) for key in _GATEWAY_SECRETS}
     return GatewaySecrets(**values)
+
+
+@dataclass(frozen=True)
+class ConnectionSecret:
+    """One gateway connection's credentials (docs/gateway-connections.md): what its webhooks
+    prove themselves with, and what the service calls its gateway with."""
+
+    connection_id: UUID
+    gateway: str
+    webhook: GatewaySecrets
+    #: WAHA's X-Api-Key, Evolution's apikey, Meta's access token; None: not given.
+    api_key: str | None
+
+    def __repr__(self) -> str:
+        return f"ConnectionSecret({self.connection_id}, {self.gateway}, <redacted>)"
+
+
+class SecretsUnavailable(ConfigError):
+    """Secrets Manager could not be asked (not: the secret does not exist). Worth retrying (503)."""
+
+
+#: A connection's secret in Secrets Manager: its gateway, its webhook secrets (several
+#: during a rotation) and its API key. What "webhook_secrets" are, per gateway:
+_WEBHOOK_FIELD = {"meta": "meta_app_secrets", "waha": "waha_hmac_keys", "evolution": "evolution_webhook_tokens"}
+#: At most this many connections' secrets are cached in a container (the oldest is forgotten first).
+CONNECTION_CACHE_SIZE = 256
+_connection_cache: OrderedDict[UUID, tuple[float, ConnectionSecret | None]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def connection_secret_name(connection_id: UUID) -> str:
+    """The Secrets Manager name of a connection's secret: CONNECTION_SECRET_PREFIX + its id."""
+    return f"{settings().connection_secret_prefix}{connection_id}"
+
+
+@cache
+def secrets_manager() -> Any:
+    """The Secrets Manager client of this container, with short timeouts (a webhook waits on it)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "secretsmanager",
+        config=Config(connect_timeout=2, read_timeout=2, retries={"total_max_attempts": 2, "mode": "standard"}),
+    )
+
+
+def connection_secret(connection_id: UUID) -> ConnectionSecret | None:
+    """A connection's credentials, or None when it has no secret (no such connection).
+
+    Cached per container for SECRETS_MAX_AGE_SECONDS (an unknown id for at most a minute), so a
+    webhook costs no Secrets Manager call while warm, and a rotation is live within that time.
+    """
+    now = time.monotonic()
+    with _cache_lock:
+        cached = _connection_cache.get(connection_id)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        raw = secrets_manager().get_secret_value(SecretId=connection_secret_name(connection_id))["SecretString"]
+        found: ConnectionSecret | None = _parse_connection_secret(connection_id, json.loads(raw))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise SecretsUnavailable(f"Secrets Manager: {exc.response.get('Error', {}).get('Code')}") from None
+        found = None
+    except BotoCoreError as exc:
+        raise SecretsUnavailable(f"Secrets Manager: {type(exc).__name__}") from None
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"the secret of connection {connection_id} is not a connection secret") from None
+    max_age = settings().secrets_max_age_seconds
+    with _cache_lock:
+        _connection_cache[connection_id] = (now + (max_age if found else min(max_age, 60)), found)
+        _connection_cache.move_to_end(connection_id)
+        while len(_connection_cache) > CONNECTION_CACHE_SIZE:
+            _connection_cache.popitem(last=False)
+    return found
+
+
+def forget_connection_secrets() -> None:
+    """Empty the cache of connection secrets (tests; a fresh container)."""
+    with _cache_lock:
+        _connection_cache.clear()
+
+
+def _parse_connection_secret(connection_id: UUID, secret: dict[str, Any]) -> ConnectionSecret:
+    gateway = secret["gateway"]
+    if gateway not in _WEBHOOK_FIELD:
+        raise ValueError("unknown gateway")
+    webhook = {_WEBHOOK_FIELD[gateway]: _secret_values("webhook_secrets", secret.get("webhook_secrets"))}
+    if gateway == "meta":
+        webhook["meta_verify_tokens"] = _secret_values("verify_tokens", secret.get("verify_tokens"))
+    api_key = secret.get("api_key")
+    if api_key is not None and not isinstance(api_key, str):
+        raise TypeError("api_key")
+    return ConnectionSecret(connection_id, gateway, GatewaySecrets(**webhook), api_key or None)

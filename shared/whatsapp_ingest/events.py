@@ -218,6 +218,8 @@ class GatewayBatch(BaseModel):
     #: Evolution without a webhook token: the payload's apikey, hashed, must match the session's.
     apikey_sha256: str | None = None
     require_apikey: bool = False
+    #: The connection whose webhook URL the body came to (its sessions only); None: the default one.
+    connection_id: UUID | None = None
 
     def __repr_args__(self) -> Any:
         return [("gateway", self.gateway), ("events", len(self.events)), ("ignored", self.ignored)]

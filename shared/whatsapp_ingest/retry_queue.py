@@ -20,15 +20,17 @@ from pydantic import BaseModel, ValidationError
 
 from whatsapp_ingest.config import settings
 from whatsapp_ingest.models import MessageReceived, MessagesBatch, QrUpdate, StatusUpdate
-from whatsapp_ingest.store import InvalidData, SessionNotFound, Store, get_store
+from whatsapp_ingest.store import GatewayRefused, InvalidData, SessionNotFound, Store, get_store
 
 
 class QueueUnavailable(Exception):
     """The request could not be queued either: the caller must retry (503)."""
 
 
-#: Failures no retry will cure: the replay sets the request aside in the dead-letter queue.
-PERMANENT = (SessionNotFound, InvalidData, ValidationError)
+#: Failures no retry will cure: the replay sets the request aside in the dead-letter queue at once.
+#: GatewayRefused is a credential the database refused (an Evolution apikey queued before such
+#: bodies stopped being queued): retrying cannot make it right.
+PERMANENT = (SessionNotFound, GatewayRefused, InvalidData, ValidationError)
 
 Operation = Callable[[Store, Any, datetime, datetime | None], dict[str, Any]]
 
@@ -137,21 +139,24 @@ def describe(message_body: str) -> dict[str, Any]:
     try:
         message = json.loads(message_body)
         session_id = message.get("body", {}).get("session_id")
+        connection_id = message.get("body", {}).get("connection_id")
         return {
             "endpoint": message.get("endpoint"),
             "request_id": message.get("request_id"),
             "session_id": session_id if isinstance(session_id, str) else None,
-        }
+        } | ({"connection_id": connection_id[:36]} if isinstance(connection_id, str) else {})
     except (ValueError, AttributeError):
         return {}
 
 
-def set_aside(message_body: str) -> None:
-    """Move a request that can never be applied to the dead-letter queue, for a person to look at."""
+def set_aside(message_body: str, reason: str) -> None:
+    """Move a request that can never be applied to the dead-letter queue, for a person to look at,
+    with why (the message attribute `reason`, e.g. GatewayRefused)."""
     url = settings().dead_letter_queue_url
     if not url:
         raise QueueUnavailable("no dead-letter queue configured (DEAD_LETTER_QUEUE_URL)")
-    sqs().send_message(QueueUrl=url, MessageBody=message_body)
+    attributes = {"reason": {"DataType": "String", "StringValue": reason[:256]}}
+    sqs().send_message(QueueUrl=url, MessageBody=message_body, MessageAttributes=attributes)
 
 
 def back_off(receipt_handle: str, receives: int) -> None:

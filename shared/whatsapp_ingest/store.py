@@ -171,7 +171,7 @@ class Store(ABC):
 
     def apply_gateway_events(self, batch: GatewayBatch, received_at: datetime) -> dict[str, Any]:
         """Apply every event of one webhook body in one call and one transaction, the session
-        found by (gateway, instance); returns {session_id, results: [one per event]}."""
+        found by (gateway, instance) within the batch's connection; returns {session_id, results}."""
         return self._call(
             "whatsapp_apply_gateway_events",
             {
@@ -181,8 +181,38 @@ class Store(ABC):
                 "p_received_at": received_at.isoformat(),
                 "p_apikey_sha256": batch.apikey_sha256,
                 "p_require_apikey": batch.require_apikey,
+                "p_connection_id": str(batch.connection_id) if batch.connection_id else None,
             },
             cast("UUID", batch.instance),  # named in a SessionNotFound: the gateway's id of the session
+        )
+
+    def session_connection(self, session_id: UUID) -> dict[str, Any]:
+        """The connection the service calls a session's gateway through:
+        {session_id, connection_id, gateway, instance, base_url, api_version} (None but
+        session_id when the session has no connection)."""
+        return self._call("whatsapp_session_connection", {"p_session_id": str(session_id)}, session_id)
+
+    def add_connection(
+        self,
+        connection_id: UUID,
+        gateway: str,
+        name: str,
+        account_id: UUID | None,
+        base_url: str | None,
+        api_version: str | None,
+    ) -> dict[str, Any]:
+        """Record a gateway connection (the operator's, through the service role); returns its row."""
+        return self._call(
+            "whatsapp_add_gateway_connection",
+            {
+                "p_id": str(connection_id),
+                "p_gateway": gateway,
+                "p_name": name,
+                "p_account_id": str(account_id) if account_id else None,
+                "p_base_url": base_url,
+                "p_api_version": api_version,
+            },
+            connection_id,
         )
 
     @abstractmethod

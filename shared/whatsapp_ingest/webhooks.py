@@ -1,11 +1,23 @@
 """The Lambda handler of a gateway's webhook, and the dispatcher that applies its events.
 
-A request is checked in order: size, then the gateway's own authentication over
-the raw bytes (before anything is parsed), then method, content type and JSON
-syntax (api.py's intake), then the adapter's translation into internal events
-(a body the gateway cannot have sent is a 400). Everything the body says is
-applied in one database call (Store.apply_gateway_events). Events nobody maps
-are answered 200 with `ignored`, so gateways do not retry them forever.
+Two URLs per gateway: /api/whatsapp/webhooks/{gateway}/{connection_id}, one per
+gateway connection (its secrets in Secrets Manager, config.connection_secret),
+and /api/whatsapp/webhooks/{gateway}, the default connection (the deployment's
+single secret, config.gateway_secrets). A connection writes only into its own
+sessions.
+
+A request is checked in order: size, then the connection's own authentication
+over the raw bytes (before anything is parsed), then method, content type and
+JSON syntax (api.py's intake), then the adapter's translation into internal
+events (a body the gateway cannot have sent is a 400). Everything the body says
+is applied in one database call (Store.apply_gateway_events). Events nobody
+maps are answered 200 with `ignored`, so gateways do not retry them forever.
+
+An unknown connection, a wrong secret, an instance the connection does not have
+and an Evolution apikey that does not match all get the same 401, and nothing
+is stored. Only what is authenticated is queued when the database is down: an
+Evolution body whose only proof is its apikey (checked by the database) is
+answered 503 instead.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import ModuleType
 from typing import Any
+from uuid import UUID
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -29,13 +42,14 @@ from whatsapp_ingest.api import (
     count_outcome,
     envelope,
     logger,
+    masked_id,
     metrics,
     parse_body,
     queued,
     request_bytes,
 )
 from whatsapp_ingest.auth import REFUSED, Unauthorized
-from whatsapp_ingest.config import GatewaySecrets, gateway_secrets, settings
+from whatsapp_ingest.config import GatewaySecrets, SecretsUnavailable, connection_secret, gateway_secrets, settings
 from whatsapp_ingest.events import GatewayBatch
 from whatsapp_ingest.retry_queue import defer
 from whatsapp_ingest.store import GatewayRefused, InvalidData, SessionNotFound, Store, StoreUnavailable, get_store
@@ -43,6 +57,7 @@ from whatsapp_ingest.store import GatewayRefused, InvalidData, SessionNotFound, 
 #: The retry queue's operation for a queued batch (retry_queue.OPERATIONS).
 QUEUED_OPERATION = "gateway_events"
 CHALLENGE = 'Signature realm="whatsapp-ingest-webhooks"'
+RETRY_AFTER_SECONDS = 5
 
 #: Optional per-gateway GET handler (Meta's verification): (query, secrets) -> response.
 Verifier = Callable[[Mapping[str, str], GatewaySecrets], dict[str, Any]]
@@ -72,13 +87,18 @@ def webhook_handler(adapter: ModuleType, verify: Verifier | None = None) -> Hand
         method = event.get("requestContext", {}).get("http", {}).get("method", "")
         reason: str | None = None
         try:
+            connection = (event.get("pathParameters") or {}).get("connection_id")
             if method == "GET" and verify is not None:
-                response = verify(event.get("queryStringParameters") or {}, gateway_secrets())
+                response = verify(event.get("queryStringParameters") or {}, _verifier_secrets(adapter, connection))
             else:
-                response = _post(adapter, event, headers, method, allowed)
+                response = _post(adapter, event, headers, method, allowed, connection)
         except Rejected as exc:
             reason = exc.reason
             response = _proxy(envelope(exc.status, exc.message, headers=exc.headers))
+        except SecretsUnavailable as exc:  # our side: the gateway retries, nothing was accepted
+            logger.warning("secrets unavailable: webhook refused with 503", extra={"secrets_error": str(exc)})
+            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+            response = _proxy(envelope(503, "secrets unavailable, retry later", headers=retry))
         except Exception:  # a bug or a misconfiguration: still the envelope
             logger.exception("webhook failed")
             response = _proxy(envelope(500, "internal error"))
@@ -88,12 +108,42 @@ def webhook_handler(adapter: ModuleType, verify: Verifier | None = None) -> Hand
     return handler
 
 
+def _secrets(adapter: ModuleType, connection: str | None) -> tuple[UUID | None, GatewaySecrets]:
+    """The connection named by the URL and its webhook secrets; without one, the default
+    connection's. Raises Unauthorized for a connection that does not exist or is another gateway's."""
+    if connection is None:
+        return None, gateway_secrets()
+    try:
+        connection_id = UUID(connection)
+    except ValueError:
+        raise Unauthorized("the connection id is not a uuid") from None
+    secret = connection_secret(connection_id)
+    if secret is None:
+        raise Unauthorized("no such connection")
+    if secret.gateway != adapter.NAME:
+        raise Unauthorized(f"the connection is a {secret.gateway} connection")
+    return connection_id, secret.webhook
+
+
+def _verifier_secrets(adapter: ModuleType, connection: str | None) -> GatewaySecrets:
+    """A GET verification's secrets: none for an unknown connection (the verifier refuses)."""
+    try:
+        return _secrets(adapter, connection)[1]
+    except Unauthorized:
+        return GatewaySecrets()
+
+
 def _post(
-    adapter: ModuleType, event: dict[str, Any], headers: dict[str, str], method: str, allowed: str
+    adapter: ModuleType,
+    event: dict[str, Any],
+    headers: dict[str, str],
+    method: str,
+    allowed: str,
+    connection: str | None,
 ) -> dict[str, Any]:
     data = request_bytes(event)
-    secrets = gateway_secrets()
     try:
+        connection_id, secrets = _secrets(adapter, connection)
         adapter.authenticate(headers, data, secrets)
     except Unauthorized as exc:
         raise _refused(f"unauthorized: {exc}") from None
@@ -112,8 +162,11 @@ def _post(
         raise Rejected(400, f"invalid event: {str(exc)[:300] or type(exc).__name__}") from None
     # Meta may batch several phone numbers in one body: one batch (one call) per session.
     batches: list[GatewayBatch] = translated if isinstance(translated, list) else [translated]
+    for batch in batches:
+        batch.connection_id = connection_id
     ignored = [name for batch in batches for name in batch.ignored]
-    logger.append_keys(gateway=adapter.NAME, instance=",".join(b.instance[:64] for b in batches)[:256])
+    instances = ",".join(masked_id(b.instance[:64]) for b in batches)[:256]
+    logger.append_keys(gateway=adapter.NAME, connection_id=str(connection_id or "default"), instance=instances)
     for name in ignored:
         count_outcome("ignored")
         logger.info("gateway event ignored", extra={"gateway_event": name[:100]})
@@ -127,13 +180,19 @@ def _post(
         try:
             result = apply(get_store(), batch, received_at)
         except SessionNotFound:
-            return _proxy(envelope(404, f"no session for {batch.gateway} instance {batch.instance[:128]}"))
+            # No oracle: an instance of another connection, or of none, is refused like a wrong secret.
+            raise _refused("unauthorized: this connection has no session with this instance") from None
         except GatewayRefused:
             raise _refused("unauthorized: the apikey does not match the session's") from None
         except InvalidData:
             logger.warning("database refused a value")
             return _proxy(envelope(400, "invalid event: a value was refused by the database"))
         except StoreUnavailable as exc:
+            if any(b.require_apikey for b in batches[index:]):
+                # Its only proof is the apikey the database checks: not authenticated, so not queued.
+                logger.warning("database unavailable: an apikey-authenticated webhook refused with 503")
+                retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+                return _proxy(envelope(503, "database unavailable, retry later", headers=retry))
             return _queue(batches[index:], event, received_at, exc)
         results.extend(result["results"])
 
@@ -172,5 +231,8 @@ def _outcome(result: dict[str, Any]) -> str:
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     """What a log line may say of one applied event: kind, ids, outcome; never text or numbers."""
-    keys = ("kind", "message_id", "id", "chat_id", "contact_id", "direction", "status", "applied", "pending")
-    return {k: result[k] for k in keys if k in result} | {"outcome": _outcome(result)}
+    keys = ("kind", "id", "chat_id", "contact_id", "direction", "status", "applied", "pending")
+    summary = {k: result[k] for k in keys if k in result} | {"outcome": _outcome(result)}
+    if isinstance(result.get("message_id"), str):
+        summary["message_id"] = masked_id(result["message_id"])
+    return summary

@@ -9,7 +9,6 @@ call that applies the events).
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -31,6 +30,7 @@ from whatsapp_ingest.events import (
     wa_id_or_none,
     without_blobs,
 )
+from whatsapp_ingest.gateways import matches_any
 
 NAME = "evolution"
 
@@ -82,13 +82,13 @@ IGNORED = frozenset(
 
 
 def authenticate(headers: Mapping[str, str], _raw: bytes, secrets: GatewaySecrets) -> None:
-    token = secrets.evolution_webhook_token
-    if not token:
+    tokens = secrets.evolution_webhook_tokens
+    if not tokens:
         return  # the payload's apikey is checked against the session's, in the database
     scheme, _, given = (headers.get("authorization") or "").strip().partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         raise Unauthorized("missing bearer token (set it in the Evolution webhook's headers)")
-    if not hmac.compare_digest(given.strip().encode("utf-8", "surrogatepass"), token.encode()):
+    if not matches_any(given.strip(), tokens):
         raise Unauthorized("invalid token")
 
 

@@ -10,7 +10,6 @@ per phone_number_id (the session's gateway_instance), each applied in one call.
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +24,7 @@ from whatsapp_ingest.events import (
     wa_id_or_none,
     without_blobs,
 )
-from whatsapp_ingest.gateways import check_hmac, require
+from whatsapp_ingest.gateways import check_hmac, matches_any, require
 
 NAME = "meta"
 MEDIA = ("image", "video", "audio", "document", "sticker")
@@ -33,21 +32,16 @@ STATUSES = {"sent": "sent", "delivered": "delivered", "read": "read", "failed": 
 
 
 def authenticate(headers: Mapping[str, str], raw: bytes, secrets: GatewaySecrets) -> None:
-    secret = require(secrets.meta_app_secret, "app secret (META_APP_SECRET)")
-    check_hmac(secret, raw, headers.get("x-hub-signature-256"), hashlib.sha256, prefix="sha256=")
+    app_secrets = require(secrets.meta_app_secrets, "app secret (META_APP_SECRET)")
+    check_hmac(app_secrets, raw, headers.get("x-hub-signature-256"), hashlib.sha256, prefix="sha256=")
 
 
 def verify(query: Mapping[str, str], secrets: GatewaySecrets) -> dict[str, Any]:
     """Meta's subscription check: echo hub.challenge when the verify token matches, else 403."""
     from whatsapp_ingest.api import _proxy
 
-    token = secrets.meta_verify_token
     given = str(query.get("hub.verify_token") or "")
-    if (
-        query.get("hub.mode") == "subscribe"
-        and token
-        and hmac.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode())
-    ):
+    if query.get("hub.mode") == "subscribe" and matches_any(given, secrets.meta_verify_tokens):
         challenge = str(query.get("hub.challenge") or "")[:256]
         return {
             "statusCode": 200,

@@ -49,11 +49,11 @@ ACK_NAMES = {
 
 
 def authenticate(headers: Mapping[str, str], raw: bytes, secrets: GatewaySecrets) -> None:
-    key = require(secrets.waha_hmac_key, "HMAC key (WAHA_HMAC_KEY)")
+    keys = require(secrets.waha_hmac_keys, "HMAC key (WAHA_HMAC_KEY)")
     algorithm = (headers.get("x-webhook-hmac-algorithm") or "sha512").strip().lower()
     if algorithm != "sha512":
         raise Unauthorized("unsupported X-Webhook-Hmac-Algorithm: expected sha512")
-    check_hmac(key, raw, headers.get("x-webhook-hmac"), hashlib.sha512)
+    check_hmac(keys, raw, headers.get("x-webhook-hmac"), hashlib.sha512)
 
 
 def translate(body: dict[str, Any], _secrets: GatewaySecrets, erase_deleted: bool = False) -> GatewayBatch:
