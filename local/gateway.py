@@ -88,6 +88,21 @@ def load_routes(template_path: Path) -> list[Route]:
     return routes
 
 
+def path_parameters(template: str, path: str) -> dict[str, str] | None:
+    """The values of a route's {name} segments when `path` matches it (API Gateway's pathParameters:
+    a parameter is one non-empty segment), else None."""
+    wanted, given = template.split("/"), path.split("/")
+    if len(wanted) != len(given):
+        return None
+    parameters: dict[str, str] = {}
+    for part, value in zip(wanted, given, strict=True):
+        if part.startswith("{") and part.endswith("}") and value:
+            parameters[part[1:-1]] = value
+        elif part != value:
+            return None
+    return parameters
+
+
 _handlers: dict[Route, Handler] = {}
 _handlers_lock = threading.Lock()
 
@@ -259,14 +274,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def _dispatch(self, path: str, query: str, body: bytes) -> Response:
-        matches = (r for r in self.server.routes if r.path == path)
-        route = next((r for r in matches if r.method in ("ANY", self.command)), None)
-        if route is None:
+        matches = ((r, path_parameters(r.path, path)) for r in self.server.routes)
+        found = next(((r, p) for r, p in matches if p is not None and r.method in ("ANY", self.command)), None)
+        if found is None:
             return _json(404, {"success": False, "message": f"no route for {self.command} {path}"})
+        route, parameters = found
         source_ip = self.client_address[0]
         pairs = [*self.headers.items(), ("X-Forwarded-For", source_ip)]  # AWS appends the peer
         headers = _join((name.lower(), value) for name, value in pairs)
         event = build_event(self.command, path, query, headers, body, route.key, source_ip)
+        if parameters:
+            event["pathParameters"] = parameters
         try:
             with self.server.invoke_locks[route]:
                 result = load_handler(route)(event, LambdaContext(route.logical_id))

@@ -35,11 +35,16 @@ def resources(template: dict[str, Any], kind: str) -> dict[str, Any]:
     return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
 
 
+#: A gateway's second route: one URL per gateway connection (docs/gateway-connections.md).
+CONNECTION_PATHS = {name: f"{path}/{{connection_id}}" for name, path in PATHS.items() if name.startswith("webhook_")}
+
+
 def test_one_function_per_endpoint_each_on_an_any_route_of_the_http_api(template: dict[str, Any]) -> None:
     routes = {(r.path, r.method, r.code_dir.name) for r in gateway.load_routes(REPO / "template.yaml")}
-    assert routes == {(path, "ANY", name) for name, path in PATHS.items()}
+    expected = [*PATHS.items(), *CONNECTION_PATHS.items()]
+    assert routes == {(path, "ANY", name) for name, path in expected}
     for name, function in resources(template, "AWS::Serverless::Function").items():
-        (event,) = function["Properties"]["Events"].values()
+        event, *_ = function["Properties"]["Events"].values()
         if name == "ReplayFunction":
             assert event["Type"] == "SQS"
             assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
@@ -205,3 +210,21 @@ def test_every_sample_event_is_an_http_api_v2_event_for_its_endpoint(path: Any) 
     assert event["rawPath"] == PATHS[path.parent.name]
     assert event["routeKey"] == f"ANY {event['rawPath']}"
     assert event["requestContext"]["http"]["method"] in {"GET", "POST", "PUT", "PATCH", "DELETE"}
+
+
+def test_the_dead_letter_queue_takes_only_the_retry_queue_as_its_source(template: dict[str, Any]) -> None:
+    dead = template["Resources"]["RetryDeadLetterQueue"]["Properties"]
+    retry = template["Resources"]["RetryQueue"]["Properties"]
+    policy = dead["RedriveAllowPolicy"]
+    (source,) = policy["sourceQueueArnList"]
+    assert policy["redrivePermission"] == "byQueue"
+    assert str(source).endswith("whatsapp-ingest-retry-${Stage}")
+    assert str(retry["QueueName"]).endswith("whatsapp-ingest-retry-${Stage}")
+
+
+def test_webhook_functions_read_only_connection_secrets_under_the_prefix(template: dict[str, Any]) -> None:
+    for name in ("WebhookEvolutionFunction", "WebhookWahaFunction", "WebhookMetaFunction"):
+        statements = template["Resources"][name]["Properties"]["Policies"][0]["Statement"]
+        (read,) = [s for s in statements if s["Sid"] == "ReadConnectionSecrets"]
+        assert read["Action"] == "secretsmanager:GetSecretValue"
+        assert str(read["Resource"]).endswith(":secret:${ConnectionSecretPrefix}*")
