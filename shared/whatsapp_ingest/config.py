@@ -269,7 +269,7 @@ def connection_secret(connection_id: UUID) -> ConnectionSecret | None:
 
     try:
         raw = secrets_manager().get_secret_value(SecretId=connection_secret_name(connection_id))["SecretString"]
-        found: ConnectionSecret | None = _parse_connection_secret(connection_id, json.loads(raw))
+        found: ConnectionSecret | None = parse_connection_secret(connection_id, json.loads(raw))
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
             raise SecretsUnavailable(f"Secrets Manager: {exc.response.get('Error', {}).get('Code')}") from None
@@ -293,7 +293,7 @@ def forget_connection_secrets() -> None:
         _connection_cache.clear()
 
 
-def _parse_connection_secret(connection_id: UUID, secret: dict[str, Any]) -> ConnectionSecret:
+def parse_connection_secret(connection_id: UUID, secret: dict[str, Any]) -> ConnectionSecret:
     gateway = secret["gateway"]
     if gateway not in _WEBHOOK_FIELD:
         raise ValueError("unknown gateway")
