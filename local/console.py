@@ -165,6 +165,10 @@ def serve(request: BaseHTTPRequestHandler) -> bool:
         return False
     if request.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in request.headers:
         request.close_connection = True  # a body is not read here: it must not pass for the next request
+    if not local_host(request.headers.get("Host"), request.server.server_address[1]):
+        # DNS rebinding: a page of another site, its name pointed at 127.0.0.1, must not read the console.
+        _reply(request, 403, "text/plain; charset=utf-8", b"the console answers only to localhost or 127.0.0.1\n")
+        return True
     if path in FILES:
         name, content_type = FILES[path]
         _reply(request, 200, content_type, (STATIC / name).read_bytes())
@@ -184,6 +188,11 @@ def serve(request: BaseHTTPRequestHandler) -> bool:
     else:
         _reply(request, 404, "text/plain; charset=utf-8", b"not found\n")
     return True
+
+
+def local_host(host: str | None, port: int) -> bool:
+    """Whether a Host header names this console: localhost or 127.0.0.1 at its own port."""
+    return host in (f"localhost:{port}", f"127.0.0.1:{port}")
 
 
 def _reply(request: BaseHTTPRequestHandler, status: int, content_type: str, payload: bytes) -> None:

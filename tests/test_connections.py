@@ -271,3 +271,52 @@ def test_credentials_for_session_are_its_connections_and_none_for_the_default_co
     assert (credentials.base_url, credentials.api_key) == ("https://waha.example.com", "api-key-of-secret-of-waha-0123")
     assert "api-key-of" not in repr(credentials)
     assert connections.credentials_for_session(UUID(SESSION_B)) is None
+
+
+def test_upgrade_keeps_linked_sessions_on_the_single_secret_endpoints_as_the_default_connection() -> None:
+    from conftest import embedded_postgres
+    from psycopg.rows import dict_row
+
+    from local import database
+
+    before = "20261202040000"  # the last migration before connections
+    with embedded_postgres() as server:
+        url = server.get_uri()
+        database.migrate(url, until=before, seed=True)
+        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            conn.execute(
+                "update public.whatsapp_sessions set gateway = 'evolution', gateway_instance = 'default' where id = %s",
+                (SESSION_ID,),
+            )
+            database.migrate(url)
+
+            row = conn.execute(
+                "select gateway, gateway_instance, gateway_connection_id from public.whatsapp_sessions where id = %s",
+                (SESSION_ID,),
+            ).fetchone()
+            assert row == {"gateway": "evolution", "gateway_instance": "default", "gateway_connection_id": None}
+            # The single-secret endpoint (no connection) still finds it...
+            event = '[{"kind": "session", "status": "connected", "changes": {}}]'
+            applied = conn.execute(
+                "select public.whatsapp_apply_gateway_events('evolution', 'default', %s) as r", (event,)
+            ).fetchone()["r"]
+            assert applied["session_id"] == SESSION_ID
+            # ...and a new server's own "default" is another session, which that endpoint never reaches.
+            server_id = conn.execute(
+                "select public.whatsapp_add_gateway_connection(gen_random_uuid(), 'evolution', 'Evolution 2', null,"
+                " 'https://evolution-2.example.com') ->> 'id' as id"
+            ).fetchone()["id"]
+            conn.execute(
+                "update public.whatsapp_sessions set gateway = 'evolution', gateway_instance = 'default',"
+                " gateway_connection_id = %s where id = %s",
+                (server_id, SESSION_B),
+            )
+            on_server = conn.execute(
+                "select public.whatsapp_apply_gateway_events('evolution', 'default', %s, p_connection_id => %s) as r",
+                (event, server_id),
+            ).fetchone()["r"]
+            assert on_server["session_id"] == SESSION_B
+            again = conn.execute(
+                "select public.whatsapp_apply_gateway_events('evolution', 'default', '[]') as r"
+            ).fetchone()["r"]
+            assert again["session_id"] == SESSION_ID

@@ -154,6 +154,28 @@ def test_the_page_its_files_and_the_state_are_served_on_the_local_gateway(
     assert get(local_gateway, "/console/../template.yaml")[0] == 404
 
 
+@pytest.mark.parametrize(
+    "host", ["attacker.example:{port}", "127.0.0.1.nip.io:{port}", "127.0.0.1:1", "localhost", "192.168.1.20:{port}"]
+)
+def test_a_host_other_than_localhost_or_127_0_0_1_at_its_port_is_refused(
+    local_gateway: tuple[str, int], host: str
+) -> None:
+    # DNS rebinding: a site whose name now resolves to 127.0.0.1 sends its own name as Host.
+    for path in ("/", "/console/state", "/console/events"):
+        conn = http.client.HTTPConnection(*local_gateway, timeout=5)
+        conn.request("GET", path, headers={"Host": host.format(port=local_gateway[1])})
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (403, b"the console answers only to localhost or 127.0.0.1\n")
+        conn.close()
+
+
+def test_localhost_at_its_port_is_served(local_gateway: tuple[str, int], db: Any) -> None:
+    conn = http.client.HTTPConnection(*local_gateway, timeout=5)
+    conn.request("GET", "/console/state", headers={"Host": f"localhost:{local_gateway[1]}"})
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
 def test_the_api_routes_are_not_the_consoles(local_gateway: tuple[str, int]) -> None:
     status, _, body = get(local_gateway, "/", method="POST")
     assert status == 404
