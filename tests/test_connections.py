@@ -320,3 +320,43 @@ def test_upgrade_keeps_linked_sessions_on_the_single_secret_endpoints_as_the_def
                 "select public.whatsapp_apply_gateway_events('evolution', 'default', '[]') as r"
             ).fetchone()["r"]
             assert again["session_id"] == SESSION_ID
+
+
+def test_secrets_manager_unreachable_is_503_and_nothing_is_accepted(
+    handlers: Any, db: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:1")
+    use_backend(monkeypatch, {"DATABASE_URL": database_url})
+    secrets_manager.cache_clear()
+    forget_connection_secrets()
+    body = payload("waha", "message_text_webjs_fromMe.json")
+    try:
+        response = post(handlers, "waha", "0f0f0f0f-0000-4000-8000-000000000000", body, "any-key-0123")
+    finally:
+        secrets_manager.cache_clear()
+    assert (response["statusCode"], response["headers"]["Retry-After"]) == (503, "5")
+    assert messages(db) == []
+
+
+def test_the_default_connections_secret_takes_two_keys_during_a_rotation(
+    handlers: Any, db: Any, sm: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import call_handler
+
+    arn = boto3.client("secretsmanager").create_secret(
+        Name="gateways", SecretString=json.dumps({"waha_hmac_key": ["new-hmac-key-0123", "old-hmac-key-0123"]})
+    )["ARN"]
+    monkeypatch.setenv("GATEWAY_SECRET_ARN", arn)
+    settings.cache_clear()
+    link(db, SESSION_ID, None, "waha", "default")
+    body = payload("waha", "message_text_webjs_fromMe.json")
+    for key, expected in (("old-hmac-key-0123", 200), ("new-hmac-key-0123", 200), ("other-key-0123", 401)):
+        event = webhook_event("waha", body, sign=False)
+        event["headers"].update(signed_for("waha", event["body"].encode(), key))
+        assert call_handler(handlers, event).status == expected

@@ -58,6 +58,7 @@ def test_the_login_can_read_or_write_no_table(db: Any, table: str, statement: st
         f"public.whatsapp_lock_session('{SESSION_ID}')",
         f"public.whatsapp_move_session('{SESSION_ID}', gen_random_uuid())",
         "public.whatsapp_batch_items('[]', null)",
+        "public.whatsapp_add_gateway_connection(gen_random_uuid(), 'waha', 'x', null, 'https://waha.example')",
     ],
 )
 def test_the_login_cannot_call_the_helpers(db: Any, call: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, SAMPLE_TOKEN, SESSION_ID, Invoke, Lines, call_handler, event_body, load_event, use_backend
 
 from local import gateway
-from whatsapp_ingest.api import masked
+from whatsapp_ingest.api import masked, masked_id
 
 
 def metrics_in(stdout: str) -> list[str]:
@@ -98,6 +98,35 @@ def test_session_id_of_an_invalid_body_is_still_logged(invoke: Invoke, log_lines
 )
 def test_a_logged_whatsapp_id_shows_at_most_its_last_four_digits(wa_id: str, shown: str) -> None:
     assert masked(wa_id) == shown
+
+
+def test_a_waha_message_id_is_logged_without_the_phone_number_it_embeds(
+    handlers: Any, db: Any, backend: str, log_lines: Lines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway_support import ENV, link, payload, webhook_event
+
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    link(db, "waha", "default")
+    body = payload("waha", "message_text_webjs_fromMe.json")
+    full_id = body["payload"]["id"]
+    assert call_handler(handlers, webhook_event("waha", body)).status == 200
+    logged = json.dumps(log_lines())
+    phones = [part.split("@")[0] for part in full_id.split("_") if "@" in part]
+    assert phones and all(phone not in logged for phone in phones)
+    assert masked_id(full_id) in logged
+
+
+@pytest.mark.parametrize(
+    ("message_id", "shown"),
+    [
+        ("true_5215512345678@c.us_3EB0C431C2A1", "true_****5678@c.us_3EB0C431C2A1"),
+        ("wamid.HBgNNTIxNTUxMjM0NTY3OBUCABIYFDNBMDBDMDM", "wamid.HBgNNTIxNTUxMjM0NTY3OBUCABIYFDNBMDBDMDM"),
+        ("3EB0C431C2A1", "3EB0C431C2A1"),
+    ],
+)
+def test_a_logged_message_id_shows_no_run_of_digits_longer_than_four(message_id: str, shown: str) -> None:
+    assert masked_id(message_id) == shown
 
 
 TEXT = "Hola, ¿tienen disponible el modelo azul?"

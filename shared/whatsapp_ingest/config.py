@@ -267,7 +267,7 @@ def connection_secret(connection_id: UUID) -> ConnectionSecret | None:
         return cached[1]
     from botocore.exceptions import BotoCoreError, ClientError
 
-    try:
+    try:  # the client inside: no region or credentials is "unavailable" too
         raw = secrets_manager().get_secret_value(SecretId=connection_secret_name(connection_id))["SecretString"]
         found: ConnectionSecret | None = parse_connection_secret(connection_id, json.loads(raw))
     except ClientError as exc:
