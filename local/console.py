@@ -165,7 +165,8 @@ def serve(request: BaseHTTPRequestHandler) -> bool:
         return False
     if request.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in request.headers:
         request.close_connection = True  # a body is not read here: it must not pass for the next request
-    if not local_host(request.headers.get("Host"), request.server.server_address[1]):
+    port = request.connection.getsockname()[1]  # the port this request came to
+    if not local_host(request.headers.get("Host"), port):
         # DNS rebinding: a page of another site, its name pointed at 127.0.0.1, must not read the console.
         _reply(request, 403, "text/plain; charset=utf-8", b"the console answers only to localhost or 127.0.0.1\n")
         return True
