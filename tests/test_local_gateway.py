@@ -172,8 +172,11 @@ def test_the_real_template_routes_the_whatsapp_endpoints_and_gateway_webhooks() 
         ("ANY", "/api/whatsapp/sessions/qr-update"),
         ("ANY", "/api/whatsapp/sessions/status-update"),
         ("ANY", "/api/whatsapp/webhooks/evolution"),
+        ("ANY", "/api/whatsapp/webhooks/evolution/{connection_id}"),
         ("ANY", "/api/whatsapp/webhooks/meta"),
+        ("ANY", "/api/whatsapp/webhooks/meta/{connection_id}"),
         ("ANY", "/api/whatsapp/webhooks/waha"),
+        ("ANY", "/api/whatsapp/webhooks/waha/{connection_id}"),
     ]
     assert {route.code_dir.parent for route in routes} == {REPO / "functions"}
 

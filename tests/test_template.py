@@ -227,4 +227,4 @@ def test_webhook_functions_read_only_connection_secrets_under_the_prefix(templat
         statements = template["Resources"][name]["Properties"]["Policies"][0]["Statement"]
         (read,) = [s for s in statements if s["Sid"] == "ReadConnectionSecrets"]
         assert read["Action"] == "secretsmanager:GetSecretValue"
-        assert str(read["Resource"]).endswith(":secret:${ConnectionSecretPrefix}*")
+        assert str(read["Resource"]).endswith(":secret:whatsapp-ingest/${Stage}/connections/*")
