@@ -331,7 +331,10 @@ def test_each_function_may_only_read_its_own_secrets_and_queue_without_wildcards
             }
         elif name.startswith("Webhook"):  # the gateways' secret (when configured), not the orchestrator's tokens
             gateway_or_not = ["HasGatewaySecret", ["GatewaySecretArn", "DatabaseSecretArn"], ["DatabaseSecretArn"]]
-            connections = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:whatsapp-ingest/${Stage}/connections/*"
+            connections = (
+                "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}"
+                ":secret:whatsapp-ingest/${Stage}/connections/*"
+            )
             expected = {
                 ("secretsmanager:GetSecretValue", json.dumps(gateway_or_not)),
                 ("secretsmanager:GetSecretValue", json.dumps(connections)),
