@@ -360,3 +360,34 @@ def test_the_default_connections_secret_takes_two_keys_during_a_rotation(
         event = webhook_event("waha", body, sign=False)
         event["headers"].update(signed_for("waha", event["body"].encode(), key))
         assert call_handler(handlers, event).status == expected
+
+
+def test_a_signed_body_queued_during_an_outage_is_replayed_into_its_connections_session(
+    handlers: Any, db: Any, sm: None, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waha = new_connection("waha", "secret-of-waha-0123")
+    other = new_connection("waha", "secret-of-other-0123")
+    link(db, SESSION_ID, waha, "waha", "default")
+    link(db, SESSION_B, other, "waha", "default")
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="retry")["QueueUrl"]
+    monkeypatch.setenv("RETRY_QUEUE_URL", queue)
+    use_backend(monkeypatch, {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"})
+    body = payload("waha", "message_text_webjs_fromMe.json")
+
+    assert post(handlers, "waha", waha, body, "secret-of-waha-0123")["statusCode"] == 202
+    use_backend(monkeypatch, {"DATABASE_URL": database_url})
+    (queued,) = sqs.receive_message(QueueUrl=queue)["Messages"]
+    assert json.loads(queued["Body"])["body"]["connection_id"] == waha
+    retry_queue.replay(queued["Body"])
+
+    assert {str(row["session_id"]) for row in messages(db)} == {SESSION_ID}
+
+
+def test_credentials_for_an_unknown_session_is_session_not_found(db: Any, sm: None) -> None:
+    from uuid import UUID
+
+    from whatsapp_ingest.store import SessionNotFound
+
+    with pytest.raises(SessionNotFound):
+        connections.credentials_for_session(UUID("0f0f0f0f-0000-4000-8000-000000000000"))
