@@ -181,6 +181,23 @@ def test_the_real_template_routes_the_whatsapp_endpoints_and_gateway_webhooks() 
     assert {route.code_dir.parent for route in routes} == {REPO / "functions"}
 
 
+@pytest.mark.parametrize(
+    ("path", "parameters"),
+    [
+        (
+            "/api/whatsapp/webhooks/waha/7c1e0000-0000-4000-8000-000000000001",
+            {"connection_id": "7c1e0000-0000-4000-8000-000000000001"},
+        ),
+        ("/api/whatsapp/webhooks/waha", None),  # the other route's
+        ("/api/whatsapp/webhooks/waha/", None),  # a parameter is never empty
+        ("/api/whatsapp/webhooks/waha/a/b", None),  # nor more than one segment
+        ("/api/whatsapp/webhooks/meta/x", None),
+    ],
+)
+def test_a_route_with_a_parameter_matches_one_non_empty_segment(path: str, parameters: dict[str, str] | None) -> None:
+    assert gateway.path_parameters("/api/whatsapp/webhooks/waha/{connection_id}", path) == parameters
+
+
 def test_the_event_has_the_http_api_v2_shape() -> None:
     event = gateway.build_event(
         "GET",
