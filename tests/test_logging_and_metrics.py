@@ -167,3 +167,20 @@ def test_no_event_is_logged_even_when_the_environment_asks_for_it(
     assert [line["message"] for line in log_lines()][-1] == "queued request applied"
     for secret in (SAMPLE_TOKEN, ENV["EVOLUTION_WEBHOOK_TOKEN"], TEXT, "Bearer", "authorization", "5215512345678"):
         assert secret not in logged, secret
+
+
+def test_a_value_the_database_refuses_is_logged_by_its_constraint_not_its_row(
+    invoke: Invoke, log_lines: Lines, db: Any
+) -> None:
+    # A check the models do not know of: the database refuses this sender, and its
+    # error's DETAIL ("Failing row contains ...") would quote the phone number.
+    db.execute("alter table public.contacts add constraint test_refuse_sender check (wa_id <> '5215512345678')")
+    try:
+        result = invoke("messages_received/text")
+    finally:
+        db.execute("alter table public.contacts drop constraint test_refuse_sender")
+
+    assert result.status == 400 and "refused by the database" in result.body["message"]
+    refused = [line for line in log_lines() if line["message"] == "database refused a value"]
+    assert [(line["sqlstate"], line["constraint"]) for line in refused] == [("23514", "test_refuse_sender")]
+    assert "5512345678" not in json.dumps(log_lines())

@@ -174,7 +174,8 @@ def create_app(endpoint: str, max_body_bytes: int = MAX_BODY_BYTES) -> IngestApp
 
     @app.exception_handler(InvalidData)
     def _refused(exc: InvalidData) -> Response:
-        logger.warning("database refused a value", exc_info=exc)
+        # Not exc_info: the chained database error's DETAIL can quote the row (phone numbers).
+        logger.warning("database refused a value", extra={"sqlstate": exc.sqlstate, "constraint": exc.constraint})
         return envelope(400, "invalid request: a value was refused by the database")
 
     @app.exception_handler(StoreUnavailable)

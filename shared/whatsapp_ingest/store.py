@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -31,7 +32,14 @@ APPLICATION_NAME = "whatsapp-ingest"  # how our connections show in pg_stat_acti
 
 
 class StoreError(Exception):
-    """The database failed in a way that is our fault (500)."""
+    """The database failed in a way that is our fault (500).
+
+    `sqlstate` and `constraint` say what refused a value; the database's own
+    message is not kept, because its DETAIL can quote a row (phone numbers).
+    """
+
+    sqlstate: str | None = None
+    constraint: str | None = None
 
 
 class SessionNotFound(StoreError):
@@ -357,8 +365,13 @@ class SupabaseStore(Store):
 def _error(kind: type[StoreError], session_id: UUID, cause: Exception) -> StoreError:
     if kind is SessionNotFound:
         return SessionNotFound(session_id)
-    # The cause's text stays in the log (via __cause__), never in a response.
-    return kind(type(cause).__name__)
+    error = kind(type(cause).__name__)
+    error.sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "code", None)
+    diag = getattr(cause, "diag", None)
+    # psycopg names the constraint; PostgREST only says it in its message
+    named = re.search(r'constraint "([^"]{1,63})"', str(getattr(cause, "message", None) or ""))
+    error.constraint = getattr(diag, "constraint_name", None) or (named.group(1) if named else None)
+    return error
 
 
 def get_store() -> Store:

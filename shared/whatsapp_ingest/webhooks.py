@@ -184,8 +184,8 @@ def _post(
             raise _refused("unauthorized: this connection has no session with this instance") from None
         except GatewayRefused:
             raise _refused("unauthorized: the apikey does not match the session's") from None
-        except InvalidData:
-            logger.warning("database refused a value")
+        except InvalidData as exc:
+            logger.warning("database refused a value", extra={"sqlstate": exc.sqlstate, "constraint": exc.constraint})
             return _proxy(envelope(400, "invalid event: a value was refused by the database"))
         except StoreUnavailable as exc:
             if any(b.require_apikey for b in batches[index:]):
