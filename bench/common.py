@@ -176,7 +176,7 @@ def slow_network(socket: Path, delay_ms: int = 20) -> Iterator[str]:
     try:
         assert proxy.stdout is not None
         port = int(proxy.stdout.readline().split()[1])
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable"  # the proxy speaks no TLS
     finally:
         proxy.terminate()
         proxy.wait()

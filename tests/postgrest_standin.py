@@ -250,13 +250,22 @@ def _call_sql(fn: _Function, keys: set[str], whole_body: bool) -> sql.Composed:
 class PostgrestStandin:
     """Serve ``POST /rest/v1/rpc/<fn>`` like Supabase's PostgREST, on ``database_url``, as a context manager.
 
-    A caller must present ``jwt_secret_key`` as ``Authorization: Bearer`` (and as ``apikey``, which
-    supabase-py sends and Supabase's gateway checks). Every call runs in its own transaction as ``role``,
-    on a connection from a small pool, so racing requests really race in Postgres.
+    A caller presents either the legacy ``jwt_secret_key`` (a service_role JWT) as ``apikey`` and as
+    ``Authorization: Bearer``, or the new ``secret_key`` (``sb_secret_...``) as ``apikey`` alone, which
+    Supabase's API gateway accepts and turns into a short-lived service_role JWT for PostgREST itself.
+    Source: Supabase's "API keys" guide (https://supabase.com/docs/guides/api/api-keys, "How API keys
+    work": the new keys are not JWTs, they go in the ``apikey`` header; an ``Authorization`` header, if
+    any, carries a user's JWT or the same key) and the answer in supabase discussion #54235 (a secret key
+    sent only as ``Authorization: Bearer`` is refused: "No API key found in request").
+    Every call runs in its own transaction as ``role``, on a connection from a small pool, so racing
+    requests really race in Postgres.
     """
 
-    def __init__(self, database_url: str, jwt_secret_key: str, role: str = "service_role") -> None:
+    def __init__(
+        self, database_url: str, jwt_secret_key: str, role: str = "service_role", secret_key: str | None = None
+    ) -> None:
         self.database_url, self.jwt_secret_key, self.role = database_url, jwt_secret_key, role
+        self.secret_key = secret_key
         self._idle: list[psycopg.Connection] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -331,7 +340,13 @@ class PostgrestStandin:
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
         """Answer one request, checking in the order Supabase does: gateway key, JWT, schema, route, body, call."""
-        if headers.get("apikey") != self.jwt_secret_key:  # Supabase's gateway, in front of PostgREST
+        apikey = headers.get("apikey")
+        if self.secret_key and apikey == self.secret_key:
+            # Supabase's gateway: a secret key is no JWT; with no Authorization header (or the same key
+            # there) it stands in a service_role JWT of its own. Any other Authorization goes to PostgREST.
+            if headers.get("authorization", "").strip() in ("", f"Bearer {self.secret_key}"):
+                return self._route(method, target, headers, body)
+        elif apikey != self.jwt_secret_key:  # Supabase's gateway, in front of PostgREST
             gateway = (
                 {"message": "No API key found in request", "hint": "No `apikey` request header or url param was found."}
                 if "apikey" not in headers
@@ -356,6 +371,10 @@ class PostgrestStandin:
             )
             challenge = f'Bearer error="invalid_token", error_description={json.dumps(why)}'
             return _error(401, "PGRST301", why, headers={"WWW-Authenticate": challenge})
+        return self._route(method, target, headers, body)
+
+    def _route(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
+        """Past the keys and the JWT: schema, route, body, call."""
         url = urlsplit(target)
         schema = headers.get("content-profile" if method not in ("GET", "HEAD") else "accept-profile", SCHEMA)
         if schema != SCHEMA:
