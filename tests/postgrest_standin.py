@@ -444,6 +444,16 @@ class PostgrestStandin:
                 "set_config('request.headers', %s, true)",
                 (self.role, self._claims(), f"/rpc/{name}", json.dumps(headers)),
             )
+            # PostgREST applies the impersonated role's own settings (ALTER ROLE ... SET), such as the
+            # statement_timeout Supabase gives anon (3s) and authenticated (8s): docs "Impersonated Role
+            # Settings" (references/transactions), PostgREST 12+.
+            conn.execute(
+                "select set_config(split_part(s, '=', 1), substr(s, strpos(s, '=') + 1), true)"
+                " from pg_db_role_setting d, unnest(d.setconfig) s"
+                " where d.setrole = to_regrole(%s) and d.setdatabase in (0, (select oid from pg_database"
+                " where datname = current_database()))",
+                (self.role,),
+            )
             whole_body = not named
             result = conn.execute(_call_sql(fn, keys, whole_body), (body,) if keys or whole_body else ()).fetchone()
             guc_headers, guc_status = conn.execute(
