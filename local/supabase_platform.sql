@@ -101,7 +101,7 @@ alter role authenticator set statement_timeout = '8s';
 -- (20231204144023, 20241030150047), and realtime.send adding an `id` to a payload
 -- without one (20251103001201, 20260605120000). One addition: realtime.send also
 -- notifies channel 'realtime' so the local console (make run) can relay the
--- events as they are sent. README "What still differs" (docs/frontend.md).
+-- events as they are sent. docs/frontend.md, "What still differs locally".
 -- ---------------------------------------------------------------------------
 
 create schema if not exists realtime;

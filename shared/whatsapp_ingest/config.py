@@ -72,7 +72,7 @@ class AuthSecrets:
 
 @dataclass(frozen=True)
 class GatewaySecrets:
-    """What each gateway's webhook proves itself with (README, "Gateways"); None: not configured."""
+    """What each gateway's webhook proves itself with (docs/gateway-operators.md); None: not configured."""
 
     meta_app_secret: str | None = None
     meta_verify_token: str | None = None

@@ -80,7 +80,7 @@ class Store(ABC):
 
         Two clocks, never compared with each other: the orchestrator's (the body's
         `timestamp`, else the signed X-Timestamp) and API Gateway's `received_at`,
-        which a replay from the retry queue keeps (README, "Ordering").
+        which a replay from the retry queue keeps (docs/orchestrator.md, "Ordering").
         """
         event_at = update.timestamp or signed_at
         return self._call(
