@@ -71,9 +71,10 @@ as $$
 $$;
 
 -- ---------------------------------------------------------------------------
--- API roles' statement timeouts, as Supabase sets them (supabase/postgres,
--- migrations/schema.sql, "User Config": anon 3s, authenticated 8s, authenticator
--- 8s). A role's setting applies when a session logs in as it or, as PostgREST does
+-- API roles' statement timeouts, as Supabase sets them (supabase/postgres:
+-- migrations/db/init-scripts/00000000000000-initial-schema.sql, anon 3s and
+-- authenticated 8s; migrations/db/migrations/20221028101028_set_authenticator_timeout.sql,
+-- authenticator 8s). A role's setting applies when a session logs in as it or, as PostgREST does
 -- with the role it impersonates (and tests/postgrest_standin.py likewise), when a
 -- request takes the role: so a slow policy or an oversized call fails here as there.
 -- authenticator is PostgREST's login, which switches to the API roles.

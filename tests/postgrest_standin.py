@@ -247,6 +247,14 @@ def _call_sql(fn: _Function, keys: set[str], whole_body: bool) -> sql.Composed:
     return sql.SQL("SELECT " + shape + "::text FROM {}{}").format(value, source, call)
 
 
+#: Apply a role's own settings (ALTER ROLE ... SET, for every database or this one): %s is_local, role.
+_ROLE_SETTINGS = (
+    "select set_config(split_part(s, '=', 1), substr(s, strpos(s, '=') + 1), %s::boolean)"
+    " from pg_db_role_setting d, unnest(d.setconfig) s where d.setrole = to_regrole(%s)"
+    " and d.setdatabase in (0, (select oid from pg_database where datname = current_database()))"
+)
+
+
 class PostgrestStandin:
     """Serve ``POST /rest/v1/rpc/<fn>`` like Supabase's PostgREST, on ``database_url``, as a context manager.
 
@@ -414,6 +422,10 @@ class PostgrestStandin:
         try:
             if conn is None or conn.closed:
                 conn = psycopg.connect(self.database_url, autocommit=True, prepare_threshold=None)
+                # PostgREST logs in as authenticator, whose settings hold for the whole session: a role
+                # without its own statement_timeout (service_role) has authenticator's 8s (Supabase's
+                # "Timeouts" guide, https://supabase.com/docs/guides/database/postgres/timeouts).
+                conn.execute(_ROLE_SETTINGS, ("false", "authenticator"))
         except psycopg.Error as e:  # PostgREST's ConnectionUsageError
             return _error(503, "PGRST000", "Database connection error. Retrying the connection.", str(e))
         try:
@@ -446,14 +458,8 @@ class PostgrestStandin:
             )
             # PostgREST applies the impersonated role's own settings (ALTER ROLE ... SET), such as the
             # statement_timeout Supabase gives anon (3s) and authenticated (8s): docs "Impersonated Role
-            # Settings" (references/transactions), PostgREST 12+.
-            conn.execute(
-                "select set_config(split_part(s, '=', 1), substr(s, strpos(s, '=') + 1), true)"
-                " from pg_db_role_setting d, unnest(d.setconfig) s"
-                " where d.setrole = to_regrole(%s) and d.setdatabase in (0, (select oid from pg_database"
-                " where datname = current_database()))",
-                (self.role,),
-            )
+            # Settings" (references/transactions), PostgREST 11.1+.
+            conn.execute(_ROLE_SETTINGS, ("true", self.role))
             whole_body = not named
             result = conn.execute(_call_sql(fn, keys, whole_body), (body,) if keys or whole_body else ()).fetchone()
             guc_headers, guc_status = conn.execute(

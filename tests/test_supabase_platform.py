@@ -62,12 +62,12 @@ def timeout_probe(db: Any) -> Iterator[None]:
         "create function public.test_statement_timeout() returns text language sql stable"
         " as $$ select current_setting('statement_timeout') $$"
     )
-    db.execute("grant execute on function public.test_statement_timeout() to anon, authenticated")
+    db.execute("grant execute on function public.test_statement_timeout() to anon, authenticated, service_role")
     yield
     db.execute("drop function public.test_statement_timeout()")
 
 
-@pytest.mark.parametrize(("role", "timeout"), [("anon", "3s"), ("authenticated", "8s")])
+@pytest.mark.parametrize(("role", "timeout"), [("anon", "3s"), ("authenticated", "8s"), ("service_role", "8s")])
 @pytest.mark.usefixtures("timeout_probe")
 def test_the_postgrest_standin_applies_the_roles_statement_timeout(database_url: str, role: str, timeout: str) -> None:
     with PostgrestStandin(database_url, SERVICE_KEY, role=role) as standin:
