@@ -7,7 +7,7 @@ SAM    := PATH="$(abspath $(BIN)):$$PATH" SAM_CLI_TELEMETRY=0 $(BIN)/sam
 PORT   ?= 3000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv browser-tools lock run test lint typecheck validate build check-security docs bench ci clean
+.PHONY: help venv browser-tools lock run test lint typecheck validate build check-security docs schema bench ci clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -82,6 +82,9 @@ check-security: venv $(CHECKOV_VENV)/.installed ## zizmor (workflows), checkov (
 
 docs: venv ## Regenerate docs/openapi.json from the handlers (examples recorded on a scratch database)
 	$(BIN)/python -m local.openapi
+
+schema: venv ## Regenerate supabase/schema.sql: the migrated schema in one file (a scratch embedded Postgres, about 2 s)
+	$(BIN)/python -m local.schema
 
 bench: venv ## Measure cold start, throughput, round trips, size (BENCH_ARGS="--markdown docs/PERFORMANCE.md" writes the table)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

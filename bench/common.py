@@ -40,7 +40,14 @@ INGEST_SQL = (
 )
 
 _CLEARED = frozenset(
-    {"SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "DATABASE_URL", "AUTH_SECRET_ARN", "DATABASE_SECRET_ARN"}
+    {
+        "SUPABASE_URL",
+        "SUPABASE_SECRET_KEY",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "DATABASE_URL",
+        "AUTH_SECRET_ARN",
+        "DATABASE_SECRET_ARN",
+    }
     | {"API_TOKENS", "SIGNING_KEY", "RETRY_QUEUE_URL", "AWS_PROFILE"}
 )
 
@@ -176,7 +183,7 @@ def slow_network(socket: Path, delay_ms: int = 20) -> Iterator[str]:
     try:
         assert proxy.stdout is not None
         port = int(proxy.stdout.readline().split()[1])
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable"  # the proxy speaks no TLS
     finally:
         proxy.terminate()
         proxy.wait()

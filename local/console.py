@@ -17,8 +17,8 @@ pg_notify('realtime', {topic, event, payload, private}); each stream LISTENs on 
 channel with a connection of its own and relays every notification.
 
 The console reads the database directly, as the local superuser of DATABASE_URL:
-it is a development tool, not the CRM's row-level-security path (README, "For the
-CRM's frontend", is that one).
+it is a development tool, not the CRM's row-level-security path (docs/frontend.md
+is that one).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def build(database_url: str) -> dict[str, Any]:
     from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
     from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Server
 
-    # The gateways' webhooks take the gateways' own formats (README, "Gateways"): not ours to document here.
+    # The gateways' webhooks take the gateways' own formats (docs/gateway-operators.md): not ours to document here.
     routes = [r for r in gateway.load_routes(gateway.REPO / "template.yaml") if r.path and not is_webhook(r)]
     merge = OpenAPIMerge(
         title="WhatsApp ingestion API",

@@ -71,14 +71,52 @@ as $$
 $$;
 
 -- ---------------------------------------------------------------------------
--- realtime: Broadcast from the database. Supabase's realtime.messages is
--- partitioned by day and read by the Realtime server; here it is one table,
--- and realtime.send also notifies channel 'realtime' so the local console
--- (make run) can relay the events as they are sent.
+-- API roles' statement timeouts, as Supabase sets them (supabase/postgres:
+-- migrations/db/init-scripts/00000000000000-initial-schema.sql, anon 3s and
+-- authenticated 8s; migrations/db/migrations/20221028101028_set_authenticator_timeout.sql,
+-- authenticator 8s). A role's setting applies when a session logs in as it or, as PostgREST does
+-- with the role it impersonates (and tests/postgrest_standin.py likewise), when a
+-- request takes the role: so a slow policy or an oversized call fails here as there.
+-- authenticator is PostgREST's login, which switches to the API roles.
+-- ---------------------------------------------------------------------------
+
+do $$
+begin
+    if not exists (select from pg_roles where rolname = 'authenticator') then
+        create role authenticator login noinherit;
+    end if;
+end;
+$$;
+grant anon, authenticated, service_role to authenticator;
+alter role anon set statement_timeout = '3s';
+alter role authenticated set statement_timeout = '8s';
+alter role authenticator set statement_timeout = '8s';
+
+-- ---------------------------------------------------------------------------
+-- realtime: Broadcast from the database, as Supabase Realtime defines it
+-- (supabase/realtime, lib/realtime/tenants/repo/migrations/):
+-- realtime.messages partitioned by day on inserted_at (20241030150047, with the
+-- uuid id of 20241108114728), its partitions made for yesterday to three days
+-- ahead, as the Realtime server does every day (Realtime.Tenants
+-- .create_messages_partitions: here on every start), its grants
+-- (20231204144023, 20241030150047), and realtime.send adding an `id` to a payload
+-- without one (20251103001201, 20260605120000). One addition: realtime.send also
+-- notifies channel 'realtime' so the local console (make run) can relay the
+-- events as they are sent. docs/frontend.md, "What still differs locally".
 -- ---------------------------------------------------------------------------
 
 create schema if not exists realtime;
 grant usage on schema realtime to anon, authenticated, service_role;
+
+-- An older local database's realtime.messages (one plain table) is replaced by
+-- the partitioned one, keeping its policies, as 20241030150047 does on Supabase.
+do $$
+begin
+    if exists (select from pg_class where oid = to_regclass('realtime.messages') and relkind = 'r') then
+        alter table realtime.messages rename to messages_unpartitioned;
+    end if;
+end;
+$$;
 
 create table if not exists realtime.messages (
     topic       text not null,
@@ -90,10 +128,47 @@ create table if not exists realtime.messages (
     inserted_at timestamp not null default now(),
     id          uuid not null default gen_random_uuid(),
     primary key (id, inserted_at)
-);
+) partition by range (inserted_at);
 alter table realtime.messages enable row level security;
-grant select, insert on realtime.messages to anon, authenticated;
-grant all on realtime.messages to service_role;
+grant select, insert, update on realtime.messages to anon, authenticated, service_role;
+
+do $$
+declare
+    rec record;
+begin
+    if to_regclass('realtime.messages_unpartitioned') is not null then
+        for rec in select * from pg_policies where schemaname = 'realtime' and tablename = 'messages_unpartitioned'
+        loop
+            execute format(
+                'create policy %I on realtime.messages as %s for %s to %s%s%s',
+                rec.policyname, rec.permissive, rec.cmd,
+                (select string_agg(quote_ident(r), ', ') from unnest(rec.roles) r),
+                case when rec.qual is not null then ' using (' || rec.qual || ')' else '' end,
+                case when rec.with_check is not null then ' with check (' || rec.with_check || ')' else '' end
+            );
+        end loop;
+        drop table realtime.messages_unpartitioned;
+    end if;
+end;
+$$;
+
+-- The day partitions Realtime keeps: yesterday, today and three days ahead (UTC).
+do $$
+declare
+    day date;
+begin
+    for day in
+        select generate_series(
+            (now() at time zone 'utc')::date - 1, (now() at time zone 'utc')::date + 3, interval '1 day'
+        )::date
+    loop
+        execute format(
+            'create table if not exists realtime.%I partition of realtime.messages for values from (%L) to (%L)',
+            'messages_' || to_char(day, 'YYYY_MM_DD'), day, day + 1
+        );
+    end loop;
+end;
+$$;
 
 -- The topic a Realtime client is joining, set by Realtime while it authorizes the join.
 create or replace function realtime.topic() returns text
@@ -102,21 +177,34 @@ as $$
     select nullif(current_setting('realtime.topic', true), '')::text;
 $$;
 
+-- Supabase's realtime.send (20260605120000_rename_broadcast_send_warning), plus
+-- the pg_notify for the local console.
 create or replace function realtime.send(payload jsonb, event text, topic text, private boolean default true)
 returns void
 language plpgsql
 as $$
+declare
+    generated_id uuid;
+    final_payload jsonb;
 begin
     begin
-        perform set_config('realtime.topic', topic, true);
-        insert into realtime.messages (payload, event, topic, private, extension)
-        values (payload, event, topic, private, 'broadcast');
+        generated_id := gen_random_uuid();
+        -- A payload without an 'id' key gets the message's generated id.
+        if payload ? 'id' then
+            final_payload := payload;
+        else
+            final_payload := jsonb_set(payload, '{id}', to_jsonb(generated_id));
+        end if;
+        execute format('SET LOCAL realtime.topic TO %L', topic);
+        insert into realtime.messages (id, payload, event, topic, private, extension)
+        values (generated_id, final_payload, event, topic, private, 'broadcast');
         perform pg_notify('realtime', jsonb_build_object(
-            'topic', topic, 'event', event, 'payload', payload, 'private', private)::text);
+            'topic', topic, 'event', event, 'payload', final_payload, 'private', private)::text);
     exception
         when others then
             -- As on Supabase: a broadcast that fails never fails the write that sent it.
-            raise warning 'ErrorSendingBroadcastMessage: %', sqlerrm;
+            raise warning 'WarnSendingBroadcastMessage: %', sqlerrm;
     end;
 end;
 $$;
+grant execute on all functions in schema realtime to anon, authenticated, service_role;

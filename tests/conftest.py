@@ -34,6 +34,8 @@ SESSION_B = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b"
 MEMBER_A, MEMBER_B = "a1a1a1a1-0000-4000-8000-00000000000a", "b2b2b2b2-0000-4000-8000-00000000000b"
 # Shaped like a Supabase key (supabase-py checks the shape); valid only for the stand-in.
 SERVICE_KEY = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.dGVzdC1vbmx5LW5vdC1hLXNlY3JldA"
+# A new-style secret key (not a JWT); valid only for the stand-in.
+SECRET_KEY = "sb_secret_test-only-not-a-secret-000000"
 
 
 #: The token the sample events in events/ carry; accepted only where configured.
@@ -178,7 +180,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def postgrest(database_url: str) -> Iterator[Any]:
     from postgrest_standin import PostgrestStandin
 
-    standin = PostgrestStandin(database_url, SERVICE_KEY)
+    standin = PostgrestStandin(database_url, SERVICE_KEY, secret_key=SECRET_KEY)
     standin.start()
     yield standin
     standin.stop()
@@ -186,7 +188,7 @@ def postgrest(database_url: str) -> Iterator[Any]:
 
 def use_backend(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     """Point the service at a database, as a fresh container would see it."""
-    for name in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "DATABASE_URL"):
+    for name in ("SUPABASE_URL", "SUPABASE_SECRET_KEY", "SUPABASE_SERVICE_ROLE_KEY", "DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -199,7 +201,7 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, dat
     """Each test using it runs twice: psycopg directly, and supabase-py through PostgREST."""
     if request.param == "supabase":
         standin = request.getfixturevalue("postgrest")
-        use_backend(monkeypatch, {"SUPABASE_URL": standin.url, "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY})
+        use_backend(monkeypatch, {"SUPABASE_URL": standin.url, "SUPABASE_SECRET_KEY": SECRET_KEY})
     else:
         use_backend(monkeypatch, {"DATABASE_URL": database_url})
     yield request.param

@@ -247,16 +247,33 @@ def _call_sql(fn: _Function, keys: set[str], whole_body: bool) -> sql.Composed:
     return sql.SQL("SELECT " + shape + "::text FROM {}{}").format(value, source, call)
 
 
+#: Apply a role's own settings (ALTER ROLE ... SET, for every database or this one): %s is_local, role.
+_ROLE_SETTINGS = (
+    "select set_config(split_part(s, '=', 1), substr(s, strpos(s, '=') + 1), %s::boolean)"
+    " from pg_db_role_setting d, unnest(d.setconfig) s where d.setrole = to_regrole(%s)"
+    " and d.setdatabase in (0, (select oid from pg_database where datname = current_database()))"
+)
+
+
 class PostgrestStandin:
     """Serve ``POST /rest/v1/rpc/<fn>`` like Supabase's PostgREST, on ``database_url``, as a context manager.
 
-    A caller must present ``jwt_secret_key`` as ``Authorization: Bearer`` (and as ``apikey``, which
-    supabase-py sends and Supabase's gateway checks). Every call runs in its own transaction as ``role``,
-    on a connection from a small pool, so racing requests really race in Postgres.
+    A caller presents either the legacy ``jwt_secret_key`` (a service_role JWT) as ``apikey`` and as
+    ``Authorization: Bearer``, or the new ``secret_key`` (``sb_secret_...``) as ``apikey`` alone, which
+    Supabase's API gateway accepts and turns into a short-lived service_role JWT for PostgREST itself.
+    Source: Supabase's "API keys" guide (https://supabase.com/docs/guides/api/api-keys, "How API keys
+    work": the new keys are not JWTs, they go in the ``apikey`` header; an ``Authorization`` header, if
+    any, carries a user's JWT or the same key) and the answer in supabase discussion #54235 (a secret key
+    sent only as ``Authorization: Bearer`` is refused: "No API key found in request").
+    Every call runs in its own transaction as ``role``, on a connection from a small pool, so racing
+    requests really race in Postgres.
     """
 
-    def __init__(self, database_url: str, jwt_secret_key: str, role: str = "service_role") -> None:
+    def __init__(
+        self, database_url: str, jwt_secret_key: str, role: str = "service_role", secret_key: str | None = None
+    ) -> None:
         self.database_url, self.jwt_secret_key, self.role = database_url, jwt_secret_key, role
+        self.secret_key = secret_key
         self._idle: list[psycopg.Connection] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -331,7 +348,13 @@ class PostgrestStandin:
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
         """Answer one request, checking in the order Supabase does: gateway key, JWT, schema, route, body, call."""
-        if headers.get("apikey") != self.jwt_secret_key:  # Supabase's gateway, in front of PostgREST
+        apikey = headers.get("apikey")
+        if self.secret_key and apikey == self.secret_key:
+            # Supabase's gateway: a secret key is no JWT; with no Authorization header (or the same key
+            # there) it stands in a service_role JWT of its own. Any other Authorization goes to PostgREST.
+            if headers.get("authorization", "").strip() in ("", f"Bearer {self.secret_key}"):
+                return self._route(method, target, headers, body)
+        elif apikey != self.jwt_secret_key:  # Supabase's gateway, in front of PostgREST
             gateway = (
                 {"message": "No API key found in request", "hint": "No `apikey` request header or url param was found."}
                 if "apikey" not in headers
@@ -356,6 +379,10 @@ class PostgrestStandin:
             )
             challenge = f'Bearer error="invalid_token", error_description={json.dumps(why)}'
             return _error(401, "PGRST301", why, headers={"WWW-Authenticate": challenge})
+        return self._route(method, target, headers, body)
+
+    def _route(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
+        """Past the keys and the JWT: schema, route, body, call."""
         url = urlsplit(target)
         schema = headers.get("content-profile" if method not in ("GET", "HEAD") else "accept-profile", SCHEMA)
         if schema != SCHEMA:
@@ -395,6 +422,10 @@ class PostgrestStandin:
         try:
             if conn is None or conn.closed:
                 conn = psycopg.connect(self.database_url, autocommit=True, prepare_threshold=None)
+                # PostgREST logs in as authenticator, whose settings hold for the whole session: a role
+                # without its own statement_timeout (service_role) has authenticator's 8s (Supabase's
+                # "Timeouts" guide, https://supabase.com/docs/guides/database/postgres/timeouts).
+                conn.execute(_ROLE_SETTINGS, ("false", "authenticator"))
         except psycopg.Error as e:  # PostgREST's ConnectionUsageError
             return _error(503, "PGRST000", "Database connection error. Retrying the connection.", str(e))
         try:
@@ -425,6 +456,10 @@ class PostgrestStandin:
                 "set_config('request.headers', %s, true)",
                 (self.role, self._claims(), f"/rpc/{name}", json.dumps(headers)),
             )
+            # PostgREST applies the impersonated role's own settings (ALTER ROLE ... SET), such as the
+            # statement_timeout Supabase gives anon (3s) and authenticated (8s): docs "Impersonated Role
+            # Settings" (references/transactions), PostgREST 11.1+.
+            conn.execute(_ROLE_SETTINGS, ("true", self.role))
             whole_body = not named
             result = conn.execute(_call_sql(fn, keys, whole_body), (body,) if keys or whole_body else ()).fetchone()
             guc_headers, guc_status = conn.execute(

@@ -285,8 +285,8 @@ def test_batch_items_are_validated_like_single_messages_on_the_database_too(data
         )
 
 
-def test_the_readme_example_answers_as_documented(invoke: Invoke, db: Any) -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+def test_the_documented_example_answers_as_documented(invoke: Invoke, db: Any) -> None:
+    readme = (Path(__file__).parent.parent / "docs" / "orchestrator.md").read_text()
     block = readme[readme.index('/api/whatsapp/messages/batch" -H') :]
     body = json.loads(block[block.index("-d '") + 4 : block.index("}]}'") + 3])
 

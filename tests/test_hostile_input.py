@@ -167,7 +167,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def storable(value: Any) -> Any:
-    """README: U+0000 and unpaired surrogates become U+FFFD, anywhere; all else as sent."""
+    """docs/orchestrator.md: U+0000 and unpaired surrogates become U+FFFD, anywhere; all else as sent."""
     if isinstance(value, str):
         return _SURROGATE.sub("\ufffd", value.replace("\x00", "\ufffd"))
     if isinstance(value, dict):

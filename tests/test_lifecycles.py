@@ -1,5 +1,5 @@
 """Property: session lifecycles as Baileys produces them, delivered as the network
-delivers them, end in the state the ordering rule promises (README, "Ordering").
+delivers them, end in the state the ordering rule promises (docs/orchestrator.md, "Ordering").
 
 Generated: pairings (a QR every ~20 s while pending, then a scan, or no scan and
 a time-out), disconnects and reconnects, logouts; `last_seen` as the last
@@ -9,7 +9,7 @@ the orchestrator's clock 2 s slow to 2 s fast, each request delayed 0-3 s on its
 way to API Gateway (so deliveries reorder), some delivered twice.
 
 Checked: the stored status and QR, and the answer to every status update and QR
-(stale or not), equal what the rule computes (`Rule` below, the README's words
+(stale or not), equal what the rule computes (`Rule` below, the words of docs/orchestrator.md
 as code); the update that really happened last is never answered stale; every
 message is filed by who really sent it (direction, contact, chat), whatever
 arrived first. LIFECYCLE_EXAMPLES sets how many lifecycles (default 100).
@@ -67,7 +67,7 @@ class Delivery:
 
 
 # ---------------------------------------------------------------------------
-# The rule, as the README states it
+# The rule, as docs/orchestrator.md states it
 # ---------------------------------------------------------------------------
 
 

@@ -94,8 +94,8 @@ def test_readme_curl_examples_use_paths_and_session_that_exist() -> None:
     assert Path(REPO / "supabase" / "seed.sql").read_text().count("3f8a2b1c-5d4e-4f6a-9b7c-1d2e3f4a5b6c") == 1
 
 
-def test_readme_message_type_examples_are_the_sample_events() -> None:
-    readme = (REPO / "README.md").read_text()
+def test_the_documented_message_type_examples_are_the_sample_events() -> None:
+    readme = (REPO / "docs" / "orchestrator.md").read_text()
     block = readme.split("<!-- message-types:begin -->")[1].split("<!-- message-types:end -->")[0]
     examples = [json.loads(line) for line in block.splitlines() if line.startswith("{")]
 

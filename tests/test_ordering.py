@@ -1,6 +1,6 @@
 """What the CRM shows is what happened: session updates ordered by one clock at a
 time, QR codes shown until the session moves on, outbound messages never filed
-as inbound, whatever arrives first (README, "Ordering")."""
+as inbound, whatever arrives first (docs/orchestrator.md, "Ordering")."""
 
 from __future__ import annotations
 

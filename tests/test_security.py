@@ -459,8 +459,8 @@ def test_responses_to_hostile_input_hold_no_trace_sql_key_or_hostname(
         assert leak not in text, (leak, text)
 
 
-def test_readme_signing_recipe_computes_the_signature_the_service_checks() -> None:
-    readme = (REPO / "README.md").read_text()
+def test_the_documented_signing_recipe_computes_the_signature_the_service_checks() -> None:
+    readme = (REPO / "docs" / "security.md").read_text()
     recipe = next(line for line in readme.splitlines() if line.startswith("SIG=$("))
     body = '{"session_id":"3f8a2b1c-5d4e-4f6a-9b7c-1d2e3f4a5b6c","status":"connected","name":"José 😀"}'
     script = f"BODY='{body}'\nTS=1795841018\n{recipe}\nprintf %s \"$SIG\""

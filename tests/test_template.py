@@ -228,3 +228,17 @@ def test_webhook_functions_read_only_connection_secrets_under_the_prefix(templat
         (read,) = [s for s in statements if s["Sid"] == "ReadConnectionSecrets"]
         assert read["Action"] == "secretsmanager:GetSecretValue"
         assert str(read["Resource"]).endswith(":secret:whatsapp-ingest/${Stage}/connections/*")
+
+
+def test_the_default_deployment_logs_in_as_the_least_privilege_role_with_verified_tls(
+    template: dict[str, Any],
+) -> None:
+    parameters = template["Parameters"]
+    assert parameters["SupabaseUrl"]["Default"] == ""  # no Data API: the database secret's database_url
+    assert parameters["DatabaseSslMode"]["Default"] == "verify-full"
+    deploy = (REPO / "docs" / "DEPLOY.md").read_text(encoding="utf-8")
+    database = deploy[deploy.index("**Database** — ") :]
+    first_secret = database[database.index("--secret-string '") :].split("'")[1]
+    assert json.loads(first_secret)["database_url"].startswith("postgresql://whatsapp_ingest.")
+    # No long-lived token minted with the legacy JWT secret is documented any more.
+    assert "JWT_SECRET" not in deploy and "jwt.encode" not in deploy

@@ -21,7 +21,12 @@ from functools import cache
 from typing import Any
 from uuid import UUID
 
+from aws_lambda_powertools import Logger
+
 MIN_TOKEN_LENGTH = 16
+
+#: A child of the service's logger (api.logger): same handler, same JSON lines.
+log = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "whatsapp-ingest"), child=True)
 
 
 class ConfigError(RuntimeError):
@@ -33,8 +38,10 @@ class Settings:
     supabase_url: str | None
     #: ARN of {"tokens": [...], "signing_key": "..."}; unset: API_TOKENS / SIGNING_KEY.
     auth_secret_arn: str | None
-    #: ARN of {"supabase_service_role_key": "..."} or {"database_url": "..."};
-    #: unset: SUPABASE_SERVICE_ROLE_KEY / DATABASE_URL.
+    #: ARN of {"database_url": "..."} (the default: the whatsapp_ingest login through
+    #: Supabase's pooler) or {"supabase_secret_key": "sb_secret_..."} (with SUPABASE_URL);
+    #: unset: DATABASE_URL / SUPABASE_SECRET_KEY. The legacy supabase_service_role_key /
+    #: SUPABASE_SERVICE_ROLE_KEY still works, with a deprecation warning.
     database_secret_arn: str | None
     #: SQS queue that keeps requests the database could not take (storage-first).
     retry_queue_url: str | None
@@ -73,7 +80,7 @@ class AuthSecrets:
 
 @dataclass(frozen=True)
 class GatewaySecrets:
-    """What each gateway's webhook proves itself with (README, "Gateways"); empty: not configured.
+    """What each gateway's webhook proves itself with (docs/gateway-operators.md); empty: not configured.
 
     Each is a tuple: during a rotation both the new and the old secret are accepted.
     """
@@ -171,12 +178,29 @@ def auth_secrets() -> AuthSecrets:
     return AuthSecrets(active, signing_key)
 
 
+@cache
+def _warn_legacy_key(where: str) -> None:
+    """Once per container: the legacy JWT key still works, but Supabase is retiring it."""
+    log.warning(
+        f"{where} is deprecated: Supabase is retiring the legacy service_role JWT key; "
+        "use a secret key (sb_secret_...) as supabase_secret_key / SUPABASE_SECRET_KEY, "
+        "or better the whatsapp_ingest login (database_url; docs/DEPLOY.md)"
+    )
+
+
 def database_secrets() -> DatabaseSecrets:
+    """The Data API key (a secret key, or the legacy service_role JWT) or a Postgres URL."""
     arn = settings().database_secret_arn
     if arn:
         secret = _secret(arn)
-        return DatabaseSecrets(secret.get("supabase_service_role_key"), secret.get("database_url"))
-    return DatabaseSecrets(_optional("SUPABASE_SERVICE_ROLE_KEY"), _optional("DATABASE_URL"))
+        new, legacy, url = (secret.get(k) for k in ("supabase_secret_key", "supabase_service_role_key", "database_url"))
+        where = "the database secret's supabase_service_role_key"
+    else:
+        new, legacy, url = (_optional(k) for k in ("SUPABASE_SECRET_KEY", "SUPABASE_SERVICE_ROLE_KEY", "DATABASE_URL"))
+        where = "SUPABASE_SERVICE_ROLE_KEY"
+    if not new and legacy:
+        _warn_legacy_key(where)
+    return DatabaseSecrets(new or legacy, url)
 
 
 #: The gateway secrets: their keys in the Secrets Manager JSON, and their environment variables locally.

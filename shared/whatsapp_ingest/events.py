@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from whatsapp_ingest.models import MessageType, SessionStatus, Timestamp, WaId, canonical_wa_id, parse_timestamp
 
 Gateway = Literal["evolution", "waha", "meta"]
-#: The contract's eight types and what gateways add (README, "Gateways").
+#: The contract's eight types and what gateways add (docs/gateway-operators.md).
 GatewayMessageType = Literal[MessageType, "interactive", "template", "unsupported"]
 DeliveryStatus = Literal["pending", "sent", "delivered", "read", "played", "failed"]
 

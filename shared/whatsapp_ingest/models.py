@@ -389,7 +389,7 @@ class MessagesBatch(_Private):
 
 
 class OrderMark(BaseModel):
-    """What a session remembers of the updates it applied, per clock (README, "Ordering")."""
+    """What a session remembers of the updates it applied, per clock (docs/orchestrator.md, "Ordering")."""
 
     event_at: datetime | None
     received_at: datetime | None

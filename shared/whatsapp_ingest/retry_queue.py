@@ -4,7 +4,7 @@ functions. They are idempotent, so a replay racing the orchestrator's own
 redelivery still stores everything once.
 
 A queued request keeps the time API Gateway received it and its signed
-X-Timestamp: the two clocks that order session updates (README, "Ordering"),
+X-Timestamp: the two clocks that order session updates (docs/orchestrator.md, "Ordering"),
 so a late replay does not overwrite a newer state.
 """
 

@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
-from whatsapp_ingest.config import ConfigError, DatabaseSecrets, Settings, database_secrets, settings
+from whatsapp_ingest.config import ConfigError, DatabaseSecrets, Settings, database_secrets, log, settings
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -88,7 +88,7 @@ class Store(ABC):
 
         Two clocks, never compared with each other: the orchestrator's (the body's
         `timestamp`, else the signed X-Timestamp) and API Gateway's `received_at`,
-        which a replay from the retry queue keeps (README, "Ordering").
+        which a replay from the retry queue keeps (docs/orchestrator.md, "Ordering").
         """
         event_at = update.timestamp or signed_at
         return self._call(
@@ -241,9 +241,23 @@ class PostgresStore(Store):
     def __init__(
         self, database_url: str, timeout_seconds: float, sslmode: str | None = None, sslrootcert: str | None = None
     ) -> None:
+        from psycopg.conninfo import conninfo_to_dict
+
         self._url = database_url
         self._timeout = timeout_seconds
+        # TLS that verifies the server's certificate and host name unless explicitly told otherwise
+        # (libpq's own default, prefer, would take an unencrypted connection; over a Unix socket,
+        # as the embedded Postgres of tests and make run, libpq uses no TLS whatever sslmode says).
+        in_url = conninfo_to_dict(database_url).get("sslmode")
+        sslmode = sslmode or "verify-full"
         self._tls = {name: value for name, value in (("sslmode", sslmode), ("sslrootcert", sslrootcert)) if value}
+        effective, source = (in_url, "DATABASE_URL") if in_url else (sslmode, "DATABASE_SSLMODE")
+        if effective != "verify-full":
+            log.warning(
+                f"database TLS: sslmode={effective} from {source} overrides verify-full: "
+                "the database server's certificate or host name is not fully verified",
+                extra={"sslmode": effective, "sslmode_source": source},
+            )
         self._local = threading.local()
 
     def _connect(self) -> Any:
@@ -298,6 +312,20 @@ class PostgresStore(Store):
         raise AssertionError("unreachable")
 
 
+def api_key_headers(key: str) -> dict[str, str]:
+    """How a Data API request carries our key.
+
+    A secret key (sb_secret_...) is no JWT: it goes in the `apikey` header alone, and Supabase's
+    gateway runs the request as service_role ("API keys", https://supabase.com/docs/guides/api/api-keys:
+    "How API keys work"; a secret key sent only as a Bearer token is refused, supabase discussion
+    #54235). A legacy JWT key (the service_role key, or a JWT of another role) goes in both headers,
+    as supabase-py sends it, since PostgREST takes the role from the Authorization header.
+    """
+    if key.startswith("sb_"):
+        return {"apikey": key}
+    return {"apikey": key, "Authorization": f"Bearer {key}"}
+
+
 def _classify_postgrest(code: str | None) -> type[StoreError]:
     """Map a PostgREST error's code: a SQLSTATE, a PGRST code, or, for a body that
     is not PostgREST's (a gateway in front of it), the HTTP status postgrest-py puts there."""
@@ -336,7 +364,7 @@ class SupabaseStore(Store):
         )
         self._client = SyncPostgrestClient(
             f"{url.rstrip('/')}/rest/v1",
-            headers={"apikey": key, "Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            headers={**api_key_headers(key), "Content-Type": "application/json"},
             http_client=http,
             retry_enabled=False,  # the retries are ours, above
         )
@@ -387,7 +415,7 @@ def build_store(config: Settings, secrets: DatabaseSecrets) -> Store:
     """Supabase when SUPABASE_URL is set, else direct Postgres from DATABASE_URL."""
     if config.supabase_url:
         if not secrets.supabase_key:
-            raise ConfigError("SUPABASE_URL is set but the Supabase service role key is not")
+            raise ConfigError("SUPABASE_URL is set but SUPABASE_SECRET_KEY (or the legacy service role key) is not")
         return SupabaseStore(
             config.supabase_url, secrets.supabase_key, config.db_timeout_seconds, config.http_keepalive_seconds
         )
@@ -395,7 +423,7 @@ def build_store(config: Settings, secrets: DatabaseSecrets) -> Store:
         return PostgresStore(
             secrets.database_url, config.db_timeout_seconds, config.database_sslmode, config.database_sslrootcert
         )
-    raise ConfigError("set SUPABASE_URL (with the service role key) or DATABASE_URL")
+    raise ConfigError("set DATABASE_URL, or SUPABASE_URL with SUPABASE_SECRET_KEY")
 
 
 #: One store per container (tests clear it to act as a fresh container).
