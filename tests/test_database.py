@@ -41,6 +41,9 @@ FUNCTIONS = {
     "whatsapp_apply_to_message": "0, 'status', '{\"status\": \"read\"}', now()",
     "whatsapp_message_event": f"'{SESSION_ID}', 'm1', 'status', '{{\"status\": \"read\"}}'",
     "whatsapp_apply_gateway_events": "'evolution', 'demo-a', '[]'",
+    "whatsapp_media_dispatch": "10, 300",
+    "whatsapp_media_claim": "0, 60",
+    "whatsapp_media_finish": "0, gen_random_uuid(), 'failed', '{}', 'test'",
 }
 
 

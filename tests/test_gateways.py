@@ -274,7 +274,7 @@ def test_every_reference_body_is_stored_as_its_gateway_meant(hook: Any, db: Any,
         assert row["from_wa_id"] == sender
         assert receiver == "*" or row["to_wa_id"] == receiver
         assert text == "*" or row["body"] == text
-        assert "base64" not in json.dumps(row["content"])  # media are stored as references
+        assert "base64" not in json.dumps(row["content"])  # the file, if sent, is kept as data (docs/media.md)
     if session_status is not None:
         assert session(db)["status"] == session_status
     if status == 400:

@@ -24,6 +24,9 @@ ENTRY_POINTS = {
         "whatsapp_ingest_batch",
         "whatsapp_message_event",
         "whatsapp_apply_gateway_events",
+        "whatsapp_media_dispatch",
+        "whatsapp_media_claim",
+        "whatsapp_media_finish",
     )
 }
 

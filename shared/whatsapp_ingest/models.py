@@ -6,6 +6,7 @@ Validation errors name the field; the API layer turns them into a 400.
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from datetime import UTC, datetime
@@ -191,12 +192,37 @@ class _Open(_Private):
     model_config = ConfigDict(extra="allow")
 
 
+def _base64_of(length: int | None) -> Any:
+    """A base64 string (standard or URL-safe alphabet) of `length` bytes (any length when None)."""
+
+    def check(value: str) -> str:
+        text = value.strip()
+        try:
+            raw = base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
+        except ValueError:
+            raise ValueError("expected base64") from None
+        if length is not None and len(raw) != length:
+            raise ValueError(f"expected base64 of {length} bytes")
+        return text
+
+    return AfterValidator(check)
+
+
 class Media(_Open):
     id: str = Field(min_length=1)
     url: str | None = None
     caption: str | None = None
     mime_type: str | None = None
     filename: str | None = None
+    #: WhatsApp's media fields, as Baileys gives them (mediaKey, fileSha256, fileEncSha256, directPath,
+    #: fileLength): with media_key, url (or WhatsApp's CDN + direct_path) is the encrypted file (docs/media.md).
+    media_key: Annotated[str, _base64_of(32)] | None = None
+    file_sha256: Annotated[str, _base64_of(32)] | None = None
+    file_enc_sha256: Annotated[str, _base64_of(32)] | None = None
+    direct_path: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*$", max_length=2048)
+    file_length: int | str | None = None
+    #: The file itself, base64, for orchestrators that decrypt it themselves (within the body limit).
+    data: Annotated[str, _base64_of(None)] | None = None
 
 
 class Location(_Open):

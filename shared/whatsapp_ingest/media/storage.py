@@ -1,0 +1,94 @@
+"""Supabase Storage through its S3-compatible endpoint (boto3), written as a stream:
+parts of PART_BYTES are uploaded as they fill (multipart), so a file is never
+held whole in memory; a file smaller than one part is one PUT."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from typing import Any
+
+from whatsapp_ingest.config import ConfigError, StorageSecrets, storage_secrets
+
+#: S3's smallest part is 5 MiB; 8 MiB keeps a 100 MiB file to 13 parts.
+PART_BYTES = 8 * 1024 * 1024
+
+
+def s3_client() -> Any:
+    """The S3 client of this container, rebuilt when the storage secret changes (a rotation)."""
+    return _client(storage_secrets())
+
+
+@cache
+def _client(secrets: StorageSecrets) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    if not (secrets.access_key_id and secrets.secret_access_key):
+        raise ConfigError("the storage secret needs s3_access_key_id and s3_secret_access_key")
+    return boto3.client(
+        "s3",
+        endpoint_url=secrets.endpoint_url,
+        region_name=secrets.region,
+        aws_access_key_id=secrets.access_key_id,
+        aws_secret_access_key=secrets.secret_access_key,
+        # Supabase's endpoint takes path-style addressing only.
+        config=Config(
+            s3={"addressing_style": "path"},
+            connect_timeout=5,
+            read_timeout=60,
+            retries={"mode": "standard", "total_max_attempts": 3},
+        ),
+    )
+
+
+class StreamingUpload:
+    """Write plaintext in any chunk sizes; `complete` stores the object, `abort` leaves nothing."""
+
+    def __init__(self, client: Any, bucket: str, key: str, content_type: str, disposition: str | None) -> None:
+        self._client, self._bucket, self._key = client, bucket, key
+        self._extra: dict[str, str] = {"ContentType": content_type}
+        if disposition:
+            self._extra["ContentDisposition"] = disposition
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self.size += len(data)
+        self.sha256.update(data)
+        self._buffer += data
+        while len(self._buffer) >= PART_BYTES:
+            self._send_part(bytes(self._buffer[:PART_BYTES]))
+            del self._buffer[:PART_BYTES]
+
+    def _send_part(self, body: bytes) -> None:
+        if self._upload_id is None:
+            created = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key, **self._extra)
+            self._upload_id = created["UploadId"]
+        number = len(self._parts) + 1
+        sent = self._client.upload_part(
+            Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=body
+        )
+        self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+
+    def complete(self) -> None:
+        if self._upload_id is None:
+            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer), **self._extra)
+        else:
+            if self._buffer:
+                self._send_part(bytes(self._buffer))
+            self._client.complete_multipart_upload(
+                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
+            )
+        self._buffer.clear()
+
+    def abort(self) -> None:
+        self._buffer.clear()
+        if self._upload_id is not None:
+            self._client.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
+            self._upload_id = None
