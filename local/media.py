@@ -32,7 +32,7 @@ def start_server(host: str = "127.0.0.1", port: int = 0) -> tuple[Any, str]:
     return server, f"http://{bound_host}:{bound_port}"
 
 
-def prepare(endpoint: str) -> dict[str, str]:
+def prepare(endpoint: str, queue_name: str = QUEUE) -> dict[str, str]:
     """Create the bucket, the job queue and its dead-letter queue; the environment that points the
     media function, its dispatcher and the console at them."""
     import boto3
@@ -42,10 +42,10 @@ def prepare(endpoint: str) -> dict[str, str]:
     if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket=BUCKET)
     sqs = boto3.client("sqs", endpoint_url=endpoint, **keys)
-    dead = sqs.create_queue(QueueName=f"{QUEUE}-dead")["QueueUrl"]
+    dead = sqs.create_queue(QueueName=f"{queue_name}-dead")["QueueUrl"]
     dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = f'{{"deadLetterTargetArn": "{dead_arn}", "maxReceiveCount": "{MAX_RECEIVES}"}}'
-    queue = sqs.create_queue(QueueName=QUEUE, Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": "60"})
+    queue = sqs.create_queue(QueueName=queue_name, Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": "60"})
     return {
         "STORAGE_S3_ENDPOINT_URL": endpoint,
         "STORAGE_S3_REGION": "us-east-1",

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,6 +66,11 @@ class Standin:
             server.shutdown()
             server.server_close()
 
+    @property
+    def plain_url(self) -> str:
+        """The same server by another name: where a contract's plain URLs point."""
+        return self.url.replace("127.0.0.1", "localhost")
+
     def paths(self) -> list[str]:
         return [path for path, _ in self.hits]
 
@@ -86,13 +92,13 @@ def media_env(
     moto_endpoint: str, standin: Standin, database_url: str, monkeypatch: pytest.MonkeyPatch, db: Any
 ) -> Iterator[dict[str, str]]:
     """The media function pointed at moto (fresh bucket and queues) and at the stand-in, as make run does."""
-    env = local_media.prepare(moto_endpoint)
+    env = local_media.prepare(moto_endpoint, f"jobs-{uuid.uuid4().hex[:12]}")  # fresh queues per test
     env |= {
         "WHATSAPP_MEDIA_HOSTS": "127.0.0.1",
         "WHATSAPP_MEDIA_CDN": standin.url,
         "META_MEDIA_HOSTS": "127.0.0.1",
         "META_GRAPH_URL": standin.url,
-        "MEDIA_URL_HOSTS": "127.0.0.1",
+        "MEDIA_URL_HOSTS": "localhost",  # plain URLs: not the CDN stand-in's name
         "WAHA_BASE_URL": standin.url,
         "WAHA_API_KEY": WAHA_API_KEY,
         "META_ACCESS_TOKEN": META_TOKEN,
@@ -107,8 +113,6 @@ def media_env(
     s3 = s3_client()
     for item in s3.list_objects_v2(Bucket=local_media.BUCKET).get("Contents", []):
         s3.delete_object(Bucket=local_media.BUCKET, Key=item["Key"])
-    for queue in (env["MEDIA_QUEUE_URL"], env["MEDIA_DEAD_LETTER_QUEUE_URL"]):
-        sqs().purge_queue(QueueUrl=queue)
     yield env
     media_settings.cache_clear()
     sqs.cache_clear()

@@ -61,3 +61,186 @@ def test_an_encrypted_photo_is_decrypted_and_stored_under_its_account(
     assert stored["media_size"] == len(PHOTO)
     assert stored["media_path"].startswith(f"{stored['account_id']}/{stored['id']}/")
     assert objects()[stored["media_path"]]["ContentType"] == "image/jpeg"
+
+
+@pytest.mark.parametrize(
+    ("kind", "mime", "expected_type"),
+    [
+        ("image", "image/jpeg", "image/jpeg"),
+        ("sticker", "image/webp", "image/webp"),
+        ("video", "video/mp4", "video/mp4"),
+        ("audio", "audio/ogg; codecs=opus", "audio/ogg; codecs=opus"),
+        ("document", "application/pdf", "application/pdf"),
+    ],
+)
+def test_each_media_type_is_stored_with_its_type_and_documents_as_attachments(
+    handlers: Any, db: Any, standin: Standin, media_env: dict[str, str], kind: str, mime: str, expected_type: str
+) -> None:
+    content = os.urandom(20_000)
+    fields = whatsapp_file(standin, f"/v/{kind}.enc", content, kind)
+    extra = {"filename": "../Cotización <final>.pdf"} if kind == "document" else {}
+    post_media(handlers, f"{kind}-1", kind, {"mime_type": mime, **fields, **extra})
+
+    dispatch_and_run()
+
+    stored = row(db, f"{kind}-1")
+    assert stored["media_status"] == "stored", stored["media_error"]
+    assert object_sha256(stored["media_path"]) == hashlib.sha256(content).hexdigest() == stored["media_sha256"]
+    head = objects()[stored["media_path"]]
+    assert head["ContentType"] == expected_type == stored["media_mime_type"]
+    if kind == "document":
+        assert stored["media_path"].endswith("/Cotizacion_final_.pdf")
+        assert head["ContentDisposition"] == 'attachment; filename="Cotizacion_final_.pdf"'
+    else:
+        assert "ContentDisposition" not in head
+
+
+def test_a_redelivered_message_and_job_download_and_upload_nothing_again(
+    handlers: Any, db: Any, standin: Standin, media_env: dict[str, str]
+) -> None:
+    fields = whatsapp_file(standin, "/v/once.enc", PHOTO)
+    post_media(handlers, "once", "image", {"mime_type": "image/jpeg", **fields})
+    dispatch_and_run()
+    first = row(db, "once")
+
+    again = post_media(handlers, "once", "image", {"mime_type": "image/jpeg", **fields})
+    # The same job delivered again (SQS delivers at least once), and the dispatcher run again.
+    from whatsapp_ingest.media.queue import job_id
+    from whatsapp_ingest.retry_queue import sqs
+
+    sqs().send_message(QueueUrl=media_env["MEDIA_QUEUE_URL"], MessageBody=f'{{"id": {first["id"]}}}')
+    dispatch_and_run()
+
+    assert again["duplicate"] is True
+    assert standin.paths() == ["/v/once.enc"]
+    assert list(objects()) == [first["media_path"]]
+    assert row(db, "once")["media_path"] == first["media_path"] and job_id(f'{{"id": {first["id"]}}}') == first["id"]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        ("file_enc_sha256", "file_enc_sha256 does not match"),
+        ("mac", "MAC does not match"),
+        ("file_sha256", "file_sha256 does not match"),
+    ],
+)
+def test_a_wrong_hash_or_mac_is_failed_and_nothing_is_stored(
+    handlers: Any, db: Any, standin: Standin, media_env: dict[str, str], tamper: str, reason: str
+) -> None:
+    fields = whatsapp_file(standin, "/v/bad.enc", PHOTO)
+    if tamper == "mac":
+        status, headers, body = standin.routes["/v/bad.enc"]  # type: ignore[misc]
+        standin.routes["/v/bad.enc"] = (status, headers, body[:-1] + bytes([body[-1] ^ 1]))
+        del fields["file_enc_sha256"]
+    else:
+        fields[tamper] = b64(hashlib.sha256(b"something else").digest())
+    post_media(handlers, "bad", "image", {"mime_type": "image/jpeg", **fields})
+
+    dispatch_and_run()
+
+    stored = row(db, "bad")
+    assert stored["media_status"] == "failed"
+    assert reason in stored["media_error"]
+    assert stored["media_path"] is None and objects() == {}
+
+
+@pytest.mark.parametrize("status", [404, 410])
+def test_an_expired_or_deleted_file_is_unavailable(
+    handlers: Any, db: Any, standin: Standin, media_env: dict[str, str], status: int
+) -> None:
+    fields = whatsapp_file(standin, "/v/gone.enc", PHOTO)
+    standin.routes["/v/gone.enc"] = (status, {}, b"gone")
+    post_media(handlers, "gone", "image", {"mime_type": "image/jpeg", **fields})
+
+    dispatch_and_run()
+
+    stored = row(db, "gone")
+    assert (stored["media_status"], stored["media_path"]) == ("unavailable", None)
+    assert f"answered {status}" in stored["media_error"]
+
+
+def test_a_server_error_is_retried_with_back_off_then_dead_lettered_and_failed(
+    handlers: Any, db: Any, standin: Standin, media_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from whatsapp_ingest.media import queue
+
+    assert [queue.retry_delay(n) for n in range(1, 7)] == [30, 60, 120, 240, 480, 900]
+    monkeypatch.setattr(queue, "retry_delay", lambda receives: 0)  # no waiting in a test
+    fields = whatsapp_file(standin, "/v/busy.enc", PHOTO)
+    standin.routes["/v/busy.enc"] = (503, {}, b"busy")
+    post_media(handlers, "busy", "image", {"mime_type": "image/jpeg", **fields})
+
+    dispatch_and_run(rounds=4)
+    assert row(db, "busy")["media_status"] == "pending"  # given back after each of the first four
+    dispatch_and_run(rounds=2)  # the fifth try, then SQS moves the job aside
+
+    stored = row(db, "busy")
+    assert stored["media_status"] == "failed"
+    assert stored["media_error"].startswith("gave up after 5 attempts")
+    assert standin.paths() == ["/v/busy.enc"] * 5
+    assert dead_letters() == [{"id": stored["id"]}]
+    assert objects() == {}
+
+
+def test_a_file_over_the_cap_is_too_large_and_not_read_past_it(
+    handlers: Any, db: Any, standin: Standin, media_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from whatsapp_ingest.config import media_settings
+
+    monkeypatch.setenv("MEDIA_MAX_BYTES", "100000")
+    media_settings.cache_clear()
+    post_media(handlers, "big", "document", {"mime_type": "application/pdf", "url": standin.plain_url + "/big.pdf"})
+    standin.routes["/big.pdf"] = (200, {"Content-Type": "application/pdf"}, os.urandom(150_000))
+    post_media(handlers, "huge", "document", {"mime_type": "application/pdf", "url": standin.plain_url + "/huge.pdf"})
+
+    def endless(handler: Any) -> None:  # no Content-Length: a stream that never ends
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/pdf")
+        handler.end_headers()
+        try:
+            while True:
+                handler.wfile.write(b"x" * 65536)
+        except OSError:
+            pass
+
+    standin.routes["/huge.pdf"] = endless
+
+    dispatch_and_run()
+
+    for message_id in ("big", "huge"):
+        stored = row(db, message_id)
+        assert (stored["media_status"], stored["media_path"]) == ("too_large", None), stored["media_error"]
+        assert "100000 byte cap" in stored["media_error"]
+    assert objects() == {}
+
+
+def test_a_plain_url_and_inline_data_are_stored_and_the_inline_copy_dropped(
+    handlers: Any, db: Any, standin: Standin, media_env: dict[str, str]
+) -> None:
+    standin.routes["/files/plain.jpg"] = (200, {"Content-Type": "image/jpeg"}, PHOTO)
+    post_media(handlers, "plain", "image", {"url": standin.plain_url + "/files/plain.jpg"})
+    voice = os.urandom(5000)
+    post_media(handlers, "inline", "audio", {"mime_type": "audio/ogg; codecs=opus", "data": b64(voice)})
+
+    dispatch_and_run()
+
+    plain, inline = row(db, "plain"), row(db, "inline")
+    assert (plain["media_status"], plain["media_mime_type"]) == ("stored", "image/jpeg")
+    assert object_sha256(plain["media_path"]) == hashlib.sha256(PHOTO).hexdigest()
+    assert inline["media_status"] == "stored"
+    assert object_sha256(inline["media_path"]) == hashlib.sha256(voice).hexdigest()
+    assert "data" not in inline["content"]["audio"]
+
+
+def test_a_type_not_allowed_for_the_message_is_failed(
+    handlers: Any, db: Any, standin: Standin, media_env: dict[str, str]
+) -> None:
+    standin.routes["/files/page"] = (200, {"Content-Type": "text/html"}, b"<script>alert(1)</script>")
+    post_media(handlers, "page", "image", {"url": standin.plain_url + "/files/page"})
+
+    dispatch_and_run()
+
+    stored = row(db, "page")
+    assert stored["media_status"] == "failed" and "text/html is not allowed for image" in stored["media_error"]
+    assert objects() == {}

@@ -61,7 +61,8 @@ def checked_address(host: str, port: int, allow_loopback: bool) -> str:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
         raise TransientMediaError(f"{host} does not resolve") from None
-    addresses = [str(info[4][0]) for info in infos]
+    # Every address is checked; IPv4 first, as Lambda has no IPv6 route out by default.
+    addresses = [str(info[4][0]) for info in sorted(infos, key=lambda info: info[0] != socket.AF_INET)]
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%")[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:

@@ -38,9 +38,14 @@ def job_id(body: str) -> int:
     return value
 
 
+def retry_delay(receives: int) -> int:
+    """Seconds before the next try of a transient failure: 30 s, 1, 2, 4, 8 minutes (at most 15)."""
+    return min(30 * 2 ** max(receives - 1, 0), 900)
+
+
 def back_off(receipt_handle: str, receives: int) -> None:
-    """Wait longer before each new try of a transient failure: 30 s, 1, 2, 4, 8 minutes (at most 15)."""
+    """Hide the job from the queue for retry_delay(receives) seconds (exponential back-off)."""
     url = media_settings().queue_url
     if url:
-        delay = min(30 * 2 ** max(receives - 1, 0), 900)
+        delay = retry_delay(receives)
         sqs().change_message_visibility(QueueUrl=url, ReceiptHandle=receipt_handle, VisibilityTimeout=delay)

@@ -6,7 +6,11 @@
 - WAHA: media.url's path fetched from the configured WAHA server with its API key;
 - a `media_key` (contract, Evolution): the encrypted file on WhatsApp's CDN
   (url, or the CDN + direct_path), decrypted;
-- otherwise a contract `url` is a plain file, from MEDIA_URL_HOSTS only.
+- otherwise a contract `url` is a plain file, from MEDIA_URL_HOSTS only (a
+  WhatsApp CDN url without its media_key is unavailable: it cannot be decrypted).
+
+The source is the session's gateway (whatsapp_sessions.gateway) for WAHA and
+Meta; the message's own fields otherwise.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from whatsapp_ingest.config import MediaSettings, gateway_source_secrets
-from whatsapp_ingest.media.fetch import MediaError, Policy, get
+from whatsapp_ingest.media.fetch import MediaError, Policy, get, host_allowed
 
 DEFAULT_GRAPH_VERSION = "v21.0"
 
@@ -124,8 +128,8 @@ def plan(job: dict[str, Any], config: MediaSettings) -> Plan:
             file_sha256=file_sha256,
             mime_type=declared,
         )
-    if gateway == "evolution":
-        raise MediaError("unavailable", "Evolution sent neither the media key nor the file (webhook base64)")
+    if url and host_allowed(_host_of(url)[0] if _host_of(url) else "", config.whatsapp_hosts):
+        raise MediaError("unavailable", "an encrypted WhatsApp file without its media_key (or the file as data)")
     if url:
         return Plan(url=url, policy=Policy(config.url_hosts, config.allow_loopback), file_sha256=file_sha256,
                     mime_type=declared)
