@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -139,8 +140,8 @@ def plan(job: dict[str, Any], config: MediaSettings) -> Plan:
 def _meta_plan(media_id: str, credentials: SourceCredentials, config: MediaSettings) -> Plan:
     if not credentials.access_token:
         raise MediaError("failed", "META_ACCESS_TOKEN is not configured")
-    if not media_id.isdecimal():
-        raise MediaError("failed", "the Cloud API media id is not numeric")
+    if not re.fullmatch(r"[0-9A-Za-z_-]{1,128}", media_id):
+        raise MediaError("failed", "the Cloud API media id is not an id")
     auth = {"Authorization": f"Bearer {credentials.access_token}"}
     graph = get(
         f"{config.meta_graph_url}/{credentials.graph_version}/{media_id}",
