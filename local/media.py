@@ -37,11 +37,11 @@ def prepare(endpoint: str, queue_name: str = QUEUE) -> dict[str, str]:
     media function, its dispatcher and the console at them."""
     import boto3
 
-    keys = {"aws_access_key_id": LOCAL_KEY, "aws_secret_access_key": LOCAL_KEY, "region_name": "us-east-1"}
-    s3 = boto3.client("s3", endpoint_url=endpoint, **keys)
+    session = boto3.Session(aws_access_key_id=LOCAL_KEY, aws_secret_access_key=LOCAL_KEY, region_name="us-east-1")
+    s3 = session.client("s3", endpoint_url=endpoint)
     if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket=BUCKET)
-    sqs = boto3.client("sqs", endpoint_url=endpoint, **keys)
+    sqs = session.client("sqs", endpoint_url=endpoint)
     dead = sqs.create_queue(QueueName=f"{queue_name}-dead")["QueueUrl"]
     dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = f'{{"deadLetterTargetArn": "{dead_arn}", "maxReceiveCount": "{MAX_RECEIVES}"}}'
@@ -98,9 +98,11 @@ def consume_once(handler: Callable[[dict[str, Any], Any], Any], wait_seconds: in
     from whatsapp_ingest.retry_queue import sqs
 
     url = media_settings().queue_url
-    received = sqs().receive_message(
-        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds, AttributeNames=["All"]
-    ).get("Messages", [])
+    received = (
+        sqs()
+        .receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds, AttributeNames=["All"])
+        .get("Messages", [])
+    )
     if not received:
         return 0
     response = handler(sqs_event(received), LambdaContext("media"))

@@ -40,7 +40,7 @@ class Standin:
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 standin.hits.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
                 route = standin.routes.get(self.path, (404, {}, b"not found"))
                 if callable(route):

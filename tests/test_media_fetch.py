@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 import pytest
-from media_support import Standin, standin  # noqa: F401 (fixture)
+from media_support import Standin
 
 from whatsapp_ingest.config import ConfigError, media_settings
 from whatsapp_ingest.media.fetch import MediaError, Policy, get, host_allowed

@@ -14,13 +14,10 @@ from media_support import (
     Standin,
     dead_letters,
     dispatch_and_run,
-    media_env,  # noqa: F401 (fixture)
-    moto_endpoint,  # noqa: F401 (fixture)
-    objects,
     object_sha256,
+    objects,
     post_media,
     row,
-    standin,  # noqa: F401 (fixture)
 )
 
 from whatsapp_ingest.media.crypto import encrypt

@@ -20,11 +20,8 @@ from media_support import (
     WAHA_API_KEY,
     Standin,
     dispatch_and_run,
-    media_env,  # noqa: F401 (fixture)
-    moto_endpoint,  # noqa: F401 (fixture)
     object_sha256,
     objects,
-    standin,  # noqa: F401 (fixture)
 )
 
 from whatsapp_ingest.media.crypto import encrypt

@@ -132,8 +132,9 @@ def plan(job: dict[str, Any], config: MediaSettings) -> Plan:
     if url and host_allowed(_host_of(url)[0] if _host_of(url) else "", config.whatsapp_hosts):
         raise MediaError("unavailable", "an encrypted WhatsApp file without its media_key (or the file as data)")
     if url:
-        return Plan(url=url, policy=Policy(config.url_hosts, config.allow_loopback), file_sha256=file_sha256,
-                    mime_type=declared)
+        return Plan(
+            url=url, policy=Policy(config.url_hosts, config.allow_loopback), file_sha256=file_sha256, mime_type=declared
+        )
     raise MediaError("unavailable", "the message has no url, media_key or data")
 
 
