@@ -59,6 +59,7 @@ def prepare(endpoint: str, queue_name: str = QUEUE) -> dict[str, str]:
         "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
         # The local stand-ins (and a developer's own media server) are on loopback, over http.
         "MEDIA_ALLOW_LOOPBACK": "true",
+        "MEDIA_URL_HOSTS": os.environ.get("MEDIA_URL_HOSTS", "127.0.0.1,localhost"),
     }
 
 
@@ -122,10 +123,11 @@ class MediaLoop(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        handler = media_handler()  # puts the layer (shared/) on the path, as Lambda does
+
         from whatsapp_ingest.media.queue import dispatch
         from whatsapp_ingest.store import get_store
 
-        handler = media_handler()
         while not self.stopped.is_set():
             try:
                 dispatch(get_store(), requeue_after=60)

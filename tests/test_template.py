@@ -40,9 +40,11 @@ def test_one_function_per_endpoint_each_on_an_any_route_of_the_http_api(template
     assert routes == {(path, "ANY", name) for name, path in PATHS.items()}
     for name, function in resources(template, "AWS::Serverless::Function").items():
         (event,) = function["Properties"]["Events"].values()
-        if name == "ReplayFunction":
+        if name in ("ReplayFunction", "MediaFunction"):
             assert event["Type"] == "SQS"
             assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        elif name == "MediaDispatchFunction":
+            assert event["Type"] == "Schedule"
         else:
             assert event["Type"] == "HttpApi"
             assert event["Properties"]["ApiId"] == "HttpApi"
@@ -59,7 +61,7 @@ def test_functions_run_python_313_on_arm64_with_the_shared_layer(template: dict[
         overrides = resource["Properties"]
         assert "Layers" not in overrides and "Tracing" not in overrides, name
         # Only the queue consumer, which no API waits on, may run longer.
-        assert "Timeout" not in overrides or name == "ReplayFunction", name
+        assert "Timeout" not in overrides or name in ("ReplayFunction", "MediaFunction"), name
 
 
 def test_layer_is_built_by_sam_from_shared(template: dict[str, Any]) -> None:
