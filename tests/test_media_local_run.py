@@ -80,6 +80,6 @@ def wait_for_media(url: str, message_id: str, seconds: float = 15) -> dict[str, 
             row = conn.execute(
                 "select media_status, media_path from public.mensajes where whatsapp_message_id = %s", (message_id,)
             ).fetchone()
-            if row and row[0] != "pending" or time.monotonic() > deadline:
+            if (row and row[0] != "pending") or time.monotonic() > deadline:
                 return {"media_status": row[0] if row else None, "media_path": row[1] if row else None}
             time.sleep(0.2)

@@ -20,9 +20,12 @@ def template() -> dict[str, Any]:
 def test_the_media_queue_dead_letters_on_the_try_the_worker_gives_up_on_and_alarms() -> None:
     resources = template()["Resources"]
     queue = resources["MediaQueue"]["Properties"]
-    assert queue["RedrivePolicy"] == {"deadLetterTargetArn": "MediaDeadLetterQueue.Arn", "maxReceiveCount": MAX_ATTEMPTS}
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": "MediaDeadLetterQueue.Arn",
+        "maxReceiveCount": MAX_ATTEMPTS,
+    }
     function = resources["MediaFunction"]["Properties"]
-    assert queue["VisibilityTimeout"] >= 6 * function["Timeout"] and LEASE_SECONDS > function["Timeout"]
+    assert queue["VisibilityTimeout"] >= 6 * function["Timeout"] and function["Timeout"] < LEASE_SECONDS
     alarm = resources["MediaDeadLetterAlarm"]["Properties"]
     assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": "MediaDeadLetterQueue.QueueName"}]
     assert (alarm["MetricName"], alarm["Threshold"]) == ("ApproximateNumberOfMessagesVisible", 0)

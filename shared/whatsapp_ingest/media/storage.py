@@ -35,6 +35,7 @@ def _client(secrets: StorageSecrets) -> Any:
         # Supabase's endpoint takes path-style addressing only.
         config=Config(
             s3={"addressing_style": "path"},
+            signature_version="s3v4",  # what Supabase verifies (presigned URLs too)
             connect_timeout=5,
             read_timeout=60,
             retries={"mode": "standard", "total_max_attempts": 3},
