@@ -77,12 +77,21 @@ class StreamDecryptor:
 
     def update(self, chunk: bytes) -> bytes:
         self._enc_sha256.update(chunk)
-        data = self._tail + chunk
-        # Hold back the MAC, and keep whole AES blocks flowing.
-        cut = max(0, len(data) - MAC_LENGTH)
-        body, self._tail = data[:cut], data[cut:]
-        self._mac.update(body)
-        return self._unpadder.update(self._decryptor.update(body))
+        if len(chunk) < MAC_LENGTH:
+            data = self._tail + chunk
+            self._tail = data[-MAC_LENGTH:]
+            return self._feed(data[:-MAC_LENGTH])
+        # The bytes held back last time, then this chunk but its last 10 (which may be the MAC):
+        # through a view, so a chunk is not copied before it is decrypted.
+        view = memoryview(chunk)
+        head = self._feed(self._tail)
+        self._tail = bytes(view[-MAC_LENGTH:])
+        body = self._feed(view[:-MAC_LENGTH])
+        return head + body if head else body
+
+    def _feed(self, data: bytes | memoryview) -> bytes:
+        self._mac.update(data)
+        return self._unpadder.update(self._decryptor.update(data))
 
     def finalize(self) -> bytes:
         if len(self._tail) != MAC_LENGTH:

@@ -51,7 +51,8 @@ class StreamingUpload:
         self._extra: dict[str, str] = {"ContentType": content_type}
         if disposition:
             self._extra["ContentDisposition"] = disposition
-        self._buffer = bytearray()
+        self._buffer: list[bytes] = []  # joined once per part: one copy of each byte
+        self._buffered = 0
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self.size = 0
@@ -62,10 +63,15 @@ class StreamingUpload:
             return
         self.size += len(data)
         self.sha256.update(data)
-        self._buffer += data
-        while len(self._buffer) >= PART_BYTES:
-            self._send_part(bytes(self._buffer[:PART_BYTES]))
-            del self._buffer[:PART_BYTES]
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered >= PART_BYTES:  # parts may exceed PART_BYTES by one chunk: S3 takes any size above 5 MiB
+            self._send_part(self._take())
+
+    def _take(self) -> bytes:
+        part = b"".join(self._buffer)
+        self._buffer, self._buffered = [], 0
+        return part
 
     def _send_part(self, body: bytes) -> None:
         if self._upload_id is None:
@@ -79,17 +85,16 @@ class StreamingUpload:
 
     def complete(self) -> None:
         if self._upload_id is None:
-            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer), **self._extra)
+            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=self._take(), **self._extra)
         else:
-            if self._buffer:
-                self._send_part(bytes(self._buffer))
+            if self._buffered:
+                self._send_part(self._take())
             self._client.complete_multipart_upload(
                 Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
             )
-        self._buffer.clear()
 
     def abort(self) -> None:
-        self._buffer.clear()
+        self._buffer, self._buffered = [], 0
         if self._upload_id is not None:
             self._client.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
             self._upload_id = None
