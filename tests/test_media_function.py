@@ -18,6 +18,7 @@ from media_support import (
     objects,
     post_media,
     row,
+    s3_client,
 )
 
 from whatsapp_ingest.media.crypto import encrypt
@@ -241,3 +242,85 @@ def test_a_type_not_allowed_for_the_message_is_failed(
     stored = row(db, "page")
     assert stored["media_status"] == "failed" and "text/html is not allowed for image" in stored["media_error"]
     assert objects() == {}
+
+
+@pytest.mark.parametrize("damaged", [False, True], ids=["intact", "bad-mac"])
+def test_a_file_of_several_parts_is_stored_in_parts_or_left_with_no_part_behind(
+    handlers: Any, db: Any, standin: Standin, media_env: dict[str, str], damaged: bool
+) -> None:
+    big = os.urandom(20 * 1024 * 1024)  # three multipart parts of 8 MiB
+    fields = whatsapp_file(standin, "/v/big.enc", big, "document")
+    if damaged:
+        status, headers, body = standin.routes["/v/big.enc"]  # type: ignore[misc]
+        standin.routes["/v/big.enc"] = (status, headers, body[:-1] + bytes([body[-1] ^ 1]))
+        del fields["file_enc_sha256"]
+    post_media(handlers, "big", "document", {"mime_type": "application/pdf", **fields})
+
+    dispatch_and_run()
+
+    stored = row(db, "big")
+    if damaged:
+        assert (stored["media_status"], stored["media_path"]) == ("failed", None)
+        assert objects() == {}
+    else:
+        assert stored["media_status"] == "stored", stored["media_error"]
+        assert object_sha256(stored["media_path"]) == hashlib.sha256(big).hexdigest()
+    assert s3_client().list_multipart_uploads(Bucket="whatsapp-media").get("Uploads", []) == []
+
+
+def test_a_media_key_that_is_not_32_bytes_of_base64_is_a_400_naming_it(handlers: Any, db: Any) -> None:
+    from conftest import SESSION_ID, call_handler, request
+
+    body = {
+        "session_id": SESSION_ID,
+        "from": "5215512345678",
+        "to": "5215500000001",
+        "timestamp": 1795840860,
+        "message_id": "short-key",
+        "message": {"type": "image", "image": {"id": "x", "media_key": "c2hvcnQ="}},
+    }
+    result = call_handler(handlers, request("messages_received/text", body))
+    assert result.status == 400 and "message.image.media_key" in result.body["message"]
+    assert db.execute("select count(*) as n from public.mensajes").fetchone()["n"] == 0
+
+
+def test_a_worker_whose_lease_was_taken_over_keeps_no_object(
+    handlers: Any, db: Any, standin: Standin, media_env: dict[str, str]
+) -> None:
+    from whatsapp_ingest.media.worker import run_job
+    from whatsapp_ingest.store import get_store
+
+    fields = whatsapp_file(standin, "/v/slow.enc", PHOTO)
+    posted = post_media(handlers, "slow", "image", {"mime_type": "image/jpeg", **fields})
+    store = get_store()
+    stale = store.media_claim(posted["message"]["id"], 60)  # this worker stalls past its lease...
+    db.execute("update public.mensajes set media_lease_until = now() - interval '1 second'")
+    store.media_claim(posted["message"]["id"], 60)  # ...and another takes the message over
+
+    class Stalled:  # the stalled worker resumes with its old claim, on the real store
+        def media_claim(self, message_id: int, lease: int) -> dict[str, Any]:
+            return stale
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+    assert run_job(Stalled(), posted["message"]["id"]) == "skipped"
+    assert objects() == {}  # its upload deleted; the new lease holder's is the only one to come
+    assert row(db, "slow")["media_status"] == "pending"
+
+
+@pytest.mark.parametrize(
+    ("declared", "stored"),
+    [
+        ("text/html", "application/octet-stream"),
+        ("image/svg+xml", "application/octet-stream"),
+        (None, "application/octet-stream"),
+        ("application/pdf", "application/pdf"),
+    ],
+)
+def test_a_document_a_browser_could_render_is_stored_as_octet_stream(declared: str | None, stored: str) -> None:
+    from whatsapp_ingest.media.worker import content_type, safe_filename
+
+    assert content_type("document", declared, None) == stored
+    assert safe_filename("..\\..\\.htaccess", "document") == "htaccess"
+    assert safe_filename("", "image.jpg") == "image.jpg"

@@ -6,7 +6,6 @@ Validation errors name the field; the API layer turns them into a 400.
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 from datetime import UTC, datetime
@@ -192,20 +191,10 @@ class _Open(_Private):
     model_config = ConfigDict(extra="allow")
 
 
-def _base64_of(length: int | None) -> Any:
-    """A base64 string (standard or URL-safe alphabet) of `length` bytes (any length when None)."""
-
-    def check(value: str) -> str:
-        text = value.strip()
-        try:
-            raw = base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
-        except ValueError:
-            raise ValueError("expected base64") from None
-        if length is not None and len(raw) != length:
-            raise ValueError(f"expected base64 of {length} bytes")
-        return text
-
-    return AfterValidator(check)
+#: Base64 (standard or URL-safe alphabet, padded or not) of 32 bytes: a media key or a SHA-256, as Baileys gives them.
+_BASE64_32 = r"^[A-Za-z0-9+/_-]{43}=?$"
+#: Base64 of a whole file (the characters only; the media function decodes it, and fails it if it does not).
+_BASE64 = r"^[A-Za-z0-9+/_\-\s]*={0,2}\s*$"
 
 
 class Media(_Open):
@@ -216,13 +205,13 @@ class Media(_Open):
     filename: str | None = None
     #: WhatsApp's media fields, as Baileys gives them (mediaKey, fileSha256, fileEncSha256, directPath,
     #: fileLength): with media_key, url (or WhatsApp's CDN + direct_path) is the encrypted file (docs/media.md).
-    media_key: Annotated[str, _base64_of(32)] | None = None
-    file_sha256: Annotated[str, _base64_of(32)] | None = None
-    file_enc_sha256: Annotated[str, _base64_of(32)] | None = None
+    media_key: str | None = Field(default=None, pattern=_BASE64_32)
+    file_sha256: str | None = Field(default=None, pattern=_BASE64_32)
+    file_enc_sha256: str | None = Field(default=None, pattern=_BASE64_32)
     direct_path: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*$", max_length=2048)
     file_length: int | str | None = None
     #: The file itself, base64, for orchestrators that decrypt it themselves (within the body limit).
-    data: Annotated[str, _base64_of(None)] | None = None
+    data: str | None = Field(default=None, pattern=_BASE64)
 
 
 class Location(_Open):

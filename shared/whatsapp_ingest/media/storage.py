@@ -1,10 +1,13 @@
 """Supabase Storage through its S3-compatible endpoint (boto3), written as a stream:
 parts of PART_BYTES are uploaded as they fill (multipart), so a file is never
-held whole in memory; a file smaller than one part is one PUT."""
+held whole in memory; a file smaller than one part is one PUT. One part uploads
+on a thread of its own while the next is downloaded and decrypted (boto3 lets go
+of the GIL while it waits on the network): at most two parts are held at once."""
 
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
@@ -55,6 +58,8 @@ class StreamingUpload:
         self._buffered = 0
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
+        self._sender: ThreadPoolExecutor | None = None
+        self._sending: Future[None] | None = None
         self.size = 0
         self.sha256 = hashlib.sha256()
 
@@ -74,14 +79,26 @@ class StreamingUpload:
         return part
 
     def _send_part(self, body: bytes) -> None:
+        """Upload `body` as the next part in the background, once the previous part is sent."""
         if self._upload_id is None:
             created = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key, **self._extra)
             self._upload_id = created["UploadId"]
-        number = len(self._parts) + 1
+            self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-part")
+        self._wait()
+        assert self._sender is not None
+        self._sending = self._sender.submit(self._upload_part, len(self._parts) + 1, body)
+
+    def _upload_part(self, number: int, body: bytes) -> None:
         sent = self._client.upload_part(
             Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=body
         )
         self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+
+    def _wait(self) -> None:
+        """The part being sent is sent (its error raised here)."""
+        if self._sending is not None:
+            sending, self._sending = self._sending, None
+            sending.result()
 
     def complete(self) -> None:
         if self._upload_id is None:
@@ -89,12 +106,23 @@ class StreamingUpload:
         else:
             if self._buffered:
                 self._send_part(self._take())
+            self._wait()
+            self._stop()
             self._client.complete_multipart_upload(
                 Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
             )
 
+    def _stop(self) -> None:
+        if self._sender is not None:
+            self._sender.shutdown(wait=True)
+            self._sender = None
+
     def abort(self) -> None:
         self._buffer, self._buffered = [], 0
+        if self._sending is not None:
+            self._sending.exception()  # let a part in flight finish (or fail) before the upload is aborted
+            self._sending = None
+        self._stop()
         if self._upload_id is not None:
             self._client.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
             self._upload_id = None
