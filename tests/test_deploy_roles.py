@@ -513,8 +513,11 @@ def test_each_stage_role_acts_only_on_this_projects_names(stage: str) -> None:
         "logs": (":log-group:/aws/lambda/whatsapp-", f":log-group:/aws/vendedlogs/whatsapp-ingest-api-{s}"),
         "sts": tuple(f":role/whatsapp-ingest-{each}-" for each in STAGES),  # denied only
         "sqs": tuple(f":whatsapp-ingest-{q}-{s}" for q in ("retry", "retry-dlq", "media", "media-dlq")),
-        "cloudwatch": tuple(f":alarm:whatsapp-ingest-{q}-dlq-not-empty-{s}" for q in ("retry", "media"))
-        + (":alarm:*",),
+        "cloudwatch": (
+            f":alarm:whatsapp-ingest-retry-dlq-not-empty-{s}",
+            f":alarm:whatsapp-ingest-media-dlq-not-empty-{s}",
+            ":alarm:*",
+        ),
         "events": (f":rule/whatsapp-ingest-media-dispatch-{s}",),
         "secretsmanager": (f":secret:whatsapp-ingest/{s}/",),
         "apigateway": ("::/apis", "::/tags/", "::/domainnames"),
