@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import call_handler
@@ -92,35 +93,51 @@ def test_evolution_reference_webhook_with_its_cut_base64_is_failed_not_stored(
     assert objects() == {}
 
 
+EVOLUTION_CDN = [
+    ("messages_upsert_image_inbound_base64.json", "imageMessage", "image"),
+    ("messages_upsert_video_inbound_base64.json", "videoMessage", "video"),
+    ("messages_upsert_audio_ptt_inbound_base64.json", "audioMessage", "audio"),
+    ("messages_upsert_document.assembled.json", "documentMessage", "document"),
+    ("messages_upsert_sticker.assembled.json", "stickerMessage", "sticker"),
+]
+
+
+@pytest.mark.parametrize(("name", "field", "kind"), EVOLUTION_CDN, ids=[k for _, _, k in EVOLUTION_CDN])
 def test_evolution_baileys_media_fields_are_fetched_from_the_cdn_and_decrypted(
-    hook: Any, db: Any, standin: Standin, media_env: dict[str, str]
+    hook: Any, db: Any, standin: Standin, media_env: dict[str, str], name: str, field: str, kind: str
 ) -> None:
-    body = evolution_image(PHOTO, inline=False)
-    image = body["data"]["message"]["imageMessage"]
-    del image["url"]  # fetched from the CDN (WHATSAPP_MEDIA_CDN, the stand-in) + directPath
-    encrypted = encrypt(PHOTO, base64.b64decode(image["mediaKey"]), "image")
-    image["fileEncSha256"] = b64(hashlib.sha256(encrypted).digest())
-    standin.routes[image["directPath"]] = (200, {"Content-Type": "application/octet-stream"}, encrypted)
-    link(db, "evolution", "tigo1")
+    body = copy.deepcopy(payload("evolution", name))
+    body = body.get("first_delivery", body)
+    message = body["data"]["message"]
+    message.pop("base64", None)  # Evolution's webhook base64 off: the file is fetched from WhatsApp's CDN
+    media = message[field]
+    del media["url"]  # fetched from the CDN (WHATSAPP_MEDIA_CDN, the stand-in) + directPath
+    encrypted = encrypt(PHOTO, base64.b64decode(media["mediaKey"]), kind)
+    media["fileSha256"] = b64(hashlib.sha256(PHOTO).digest())
+    media["fileEncSha256"] = b64(hashlib.sha256(encrypted).digest())
+    standin.routes[media["directPath"]] = (200, {"Content-Type": "application/octet-stream"}, encrypted)
+    link(db, "evolution", body["instance"])
     hook("evolution", body)
 
     stored = only_message(db)
-    assert stored["content"]["image"]["media_key"] == image["mediaKey"]
-    assert stored["content"]["image"]["direct_path"] == image["directPath"]
+    assert stored["content"][kind]["media_key"] == media["mediaKey"]
+    assert stored["content"][kind]["direct_path"] == media["directPath"]
     dispatch_and_run()
 
     stored = only_message(db)
     assert stored["media_status"] == "stored", stored["media_error"]
     assert object_sha256(stored["media_path"]) == hashlib.sha256(PHOTO).hexdigest()
-    assert standin.paths() == [image["directPath"]]
+    assert stored["media_mime_type"] == media["mimetype"]
+    assert standin.paths() == [media["directPath"]]
 
 
+@pytest.mark.parametrize("name", ["message_image_media_url.json", "message_document_media_url.json"])
 def test_waha_media_url_is_fetched_from_the_configured_server_with_its_api_key(
-    hook: Any, db: Any, standin: Standin, media_env: dict[str, str]
+    hook: Any, db: Any, standin: Standin, media_env: dict[str, str], name: str
 ) -> None:
-    body = payload("waha", "message_image_media_url.json")
-    path = "/api/files/true_11111111111@c.us_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.jpg"
-    standin.routes[path] = (200, {"Content-Type": "image/jpeg"}, PHOTO)
+    body = payload("waha", name)
+    path = urlsplit(body["payload"]["media"]["url"]).path
+    standin.routes[path] = (200, {"Content-Type": body["payload"]["media"]["mimetype"]}, PHOTO)
     link(db, "waha", body["session"])
     hook("waha", body)
 
@@ -134,22 +151,27 @@ def test_waha_media_url_is_fetched_from_the_configured_server_with_its_api_key(
     assert fetched == path and headers["x-api-key"] == WAHA_API_KEY
 
 
+@pytest.mark.parametrize(
+    "name", ["image.json", "audio_voice_note.json", "video_forwarded.json", "document.json", "sticker.json"]
+)
 def test_cloud_api_media_id_is_resolved_through_the_graph_api_and_downloaded_with_the_token(
-    hook: Any, db: Any, standin: Standin, media_env: dict[str, str]
+    hook: Any, db: Any, standin: Standin, media_env: dict[str, str], name: str
 ) -> None:
-    body = payload("meta", "image.json")
-    media_id = body["entry"][0]["changes"][0]["value"]["messages"][0]["image"]["id"]
+    body = payload("meta", name)
+    message = body["entry"][0]["changes"][0]["value"]["messages"][0]
+    media = message[message["type"]]
+    media_id = media["id"]
     # The Graph API's answer, shaped as Meta documents it (Cloud API reference, "Retrieve Media URL").
     graph = {
         "messaging_product": "whatsapp",
         "url": f"{standin.url}/whatsapp_business/attachments/?mid={media_id}",
-        "mime_type": "image/jpeg",
+        "mime_type": media["mime_type"],
         "sha256": hashlib.sha256(PHOTO).hexdigest(),
         "file_size": len(PHOTO),
         "id": media_id,
     }
     standin.routes[f"/v21.0/{media_id}"] = (200, {"Content-Type": "application/json"}, json.dumps(graph).encode())
-    standin.routes[f"/whatsapp_business/attachments/?mid={media_id}"] = (200, {"Content-Type": "image/jpeg"}, PHOTO)
+    standin.routes[f"/whatsapp_business/attachments/?mid={media_id}"] = (200, {}, PHOTO)
     link(db, "meta", body["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"])
     hook("meta", body)
 
