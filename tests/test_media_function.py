@@ -324,3 +324,20 @@ def test_a_document_a_browser_could_render_is_stored_as_octet_stream(declared: s
     assert content_type("document", declared, None) == stored
     assert safe_filename("..\\..\\.htaccess", "document") == "htaccess"
     assert safe_filename("", "image.jpg") == "image.jpg"
+
+
+def test_storage_failing_gives_the_message_back_for_a_retry(
+    handlers: Any, db: Any, standin: Standin, media_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fields = whatsapp_file(standin, "/v/nowhere.enc", PHOTO)
+    post_media(handlers, "nowhere", "image", {"mime_type": "image/jpeg", **fields})
+    monkeypatch.setenv("MEDIA_BUCKET", "no-such-bucket")  # Storage refuses every write
+    from whatsapp_ingest.config import media_settings
+
+    media_settings.cache_clear()
+
+    dispatch_and_run()
+
+    stored = row(db, "nowhere")
+    assert (stored["media_status"], stored["media_error"]) == ("pending", "will retry: NoSuchBucket")
+    assert stored["media_lease"] is None  # not held: the next try may claim it at once

@@ -153,11 +153,16 @@ def run_job(store: Any, message_id: int) -> str:
     except MediaError as exc:
         store.media_finish(job["id"], job["lease"], exc.status, {}, exc.reason)
         return exc.status
-    except TransientMediaError as exc:
+    except Exception as exc:
+        # Transient, or Storage (S3) failing, or a fault of ours: given back and retried like a
+        # network error, never left leased; only the exception's type is recorded (no detail, no secret).
+        failure = exc if isinstance(exc, TransientMediaError) else TransientMediaError(type(exc).__name__)
         last = int(job.get("attempts") or 1) >= MAX_ATTEMPTS
-        reason = f"gave up after {MAX_ATTEMPTS} attempts: {exc}" if last else f"will retry: {exc}"
+        reason = f"gave up after {MAX_ATTEMPTS} attempts: {failure}" if last else f"will retry: {failure}"
         store.media_finish(job["id"], job["lease"], "failed" if last else "pending", {}, reason)
-        raise
+        if failure is exc:
+            raise
+        raise failure from exc
     if not store.media_finish(job["id"], job["lease"], "stored", stored, None).get("recorded"):
         # Another worker took the message over after this one's lease ran out: keep only its object.
         s3_client().delete_object(Bucket=config.bucket, Key=stored["path"])
