@@ -319,10 +319,30 @@ def statements(resource: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_each_function_may_only_read_its_own_secrets_and_queue_without_wildcards(template: dict[str, Any]) -> None:
     functions = {n: r for n, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
-    assert len(functions) == len(gateway.load_routes(REPO / "template.yaml")) + 1  # each endpoint, and the replay
+    # Each endpoint, the replay, and the media function and its dispatcher (docs/media.md).
+    assert len(functions) == len(gateway.load_routes(REPO / "template.yaml")) + 3
     for name, function in functions.items():
         granted = {(statement["Action"], json.dumps(statement["Resource"])) for statement in statements(function)}
-        if name == "ReplayFunction":  # it reads the queue through its event source
+        if name == "MediaFunction":  # reads its queue through its event source; never the orchestrator's tokens
+            expected = {
+                (
+                    "secretsmanager:GetSecretValue",
+                    json.dumps(
+                        [
+                            "DatabaseSecretArn",
+                            ["HasStorageSecret", "StorageSecretArn", "AWS::NoValue"],
+                            ["HasGatewaySecret", "GatewaySecretArn", "AWS::NoValue"],
+                        ]
+                    ),
+                ),
+                ("sqs:ChangeMessageVisibility", json.dumps("MediaQueue.Arn")),
+            }
+        elif name == "MediaDispatchFunction":
+            expected = {
+                ("secretsmanager:GetSecretValue", json.dumps("DatabaseSecretArn")),
+                ("sqs:SendMessage", json.dumps("MediaQueue.Arn")),
+            }
+        elif name == "ReplayFunction":  # it reads the queue through its event source
             expected = {
                 ("secretsmanager:GetSecretValue", json.dumps("DatabaseSecretArn")),
                 ("sqs:ChangeMessageVisibility", json.dumps("RetryQueue.Arn")),
