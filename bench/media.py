@@ -289,6 +289,19 @@ def memory(endpoint: str, workdir: Path, size: int) -> dict[str, int]:
 # ---------------------------------------------------------------------------
 
 
+def section_in_child(table: list[Any], row: Callable[..., Any], database_url: str, quick: bool = False) -> None:
+    """The section run by a fresh interpreter (make bench): nothing of the bench's own process
+    (its environment, threads, imports) weighs on the measured handler and media function."""
+    argv = [PYTHON, "-m", "bench.media", "--rows-for", database_url, *(["--quick"] if quick else [])]
+    done = subprocess.run(
+        argv, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": f"{SHARED}:{REPO}"}
+    )
+    if done.returncode:
+        raise RuntimeError(done.stderr[-500:])
+    for item in json.loads(done.stdout.strip().splitlines()[-1]):
+        table.append(item if isinstance(item, str) else row(**item))
+
+
 def section(table: list[Any], row: Callable[..., Any], database_url: str, quick: bool = False) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="whatsapp-ingest-bench-media-"))
     with moto_server() as endpoint:
@@ -359,9 +372,18 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="write the table between the media bench markers of this file")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rss-child", help=argparse.SUPPRESS)
+    parser.add_argument("--rows-for", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         print(json.dumps(rss_child(json.loads(args.rss_child))))
+        return
+    if args.rows_for:  # make bench: the section in a process of its own, its rows as JSON on the last line
+        _path()
+        from bench import run
+
+        rows: list[Any] = []
+        section(rows, run.Row, args.rows_for, args.quick)
+        print(json.dumps([r if isinstance(r, str) else r.__dict__ for r in rows]))
         return
     _path()
     from bench import run

@@ -785,7 +785,7 @@ def run(reps: Reps) -> str:
             progress("bulk ingest")
             guarded(table, "bulk", lambda: bulk.section(table, Row, child, db, reps == QUICK))
             progress("media")
-            guarded(table, "media", lambda: media.section(table, Row, db.url, reps == QUICK))
+            guarded(table, "media", lambda: media.section_in_child(table, Row, db.url, reps == QUICK))
             progress("candidate changes")
             if layer is not None and cold is not None:
                 guarded(table, "candidates", lambda: candidates(table, reps, db, standin, layer, cold))
