@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import bulk
+from bench import bulk, media
 from bench.common import (
     FUNCTIONS,
     PYTHON,
@@ -784,6 +784,8 @@ def run(reps: Reps) -> str:
             guarded(table, "latency", lambda: latency(table, reps, db))
             progress("bulk ingest")
             guarded(table, "bulk", lambda: bulk.section(table, Row, child, db, reps == QUICK))
+            progress("media")
+            guarded(table, "media", lambda: media.section_in_child(table, Row, db.url, reps == QUICK))
             progress("candidate changes")
             if layer is not None and cold is not None:
                 guarded(table, "candidates", lambda: candidates(table, reps, db, standin, layer, cold))

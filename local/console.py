@@ -7,7 +7,8 @@ nothing of it is in template.yaml or the Lambda layer.
 
 - GET /                   the page (local/console/index.html; its CSS and JS next to it)
 - GET /console/<file>     console.css, console.js
-- GET /console/state      sessions, their QR (as an image) and latest messages, as JSON
+- GET /console/state      sessions, their QR (as an image) and latest messages, as JSON,
+                          each medium with a presigned URL of the local S3 once stored
 - GET /console/events     Server-Sent Events: every Realtime Broadcast the database
                           triggers send (session_updated, message_created, ...)
 
@@ -66,7 +67,7 @@ select s.id, s.account_id, a.name as account_name, s.status, s.phone_number, s.w
 MESSAGES_SQL = """
 select ch.session_id, ch.id as chat_id, c.wa_id, c.phone_number, c.display_name, ch.last_message_at,
        m.id, m.whatsapp_message_id, m.direction, m.message_type, m.body, m.content, m.from_wa_id,
-       m.sent_at
+       m.sent_at, m.media_status, m.media_path, m.media_mime_type, m.media_size, m.media_error
   from (select ch.*, row_number() over (partition by ch.session_id
                                          order by ch.last_message_at desc nulls last, ch.id desc) as rank
           from public.chats ch) ch
@@ -106,6 +107,35 @@ def message_text(body: str | None, content: dict[str, Any]) -> str:
     return ""
 
 
+#: How long a media link of the page works: the page asks again on every change.
+MEDIA_URL_SECONDS = 300
+
+
+def media(row: dict[str, Any]) -> dict[str, Any] | None:
+    """A media message's status and, once stored, a short-lived presigned URL of the local S3
+    (docs/media.md): what supabase-js createSignedUrl gives the CRM."""
+    if row["media_status"] is None:
+        return None
+    shown: dict[str, Any] = {
+        "status": row["media_status"],
+        "mime_type": row["media_mime_type"],
+        "size": row["media_size"],
+        "error": row["media_error"],
+        "url": None,
+    }
+    if row["media_status"] == "stored" and os.environ.get("STORAGE_S3_ENDPOINT_URL"):
+        from whatsapp_ingest.config import media_settings
+        from whatsapp_ingest.media.storage import s3_client
+
+        shown["filename"] = row["media_path"].rsplit("/", 1)[-1]
+        shown["url"] = s3_client().generate_presigned_url(
+            "get_object",
+            Params={"Bucket": media_settings().bucket, "Key": row["media_path"]},
+            ExpiresIn=MEDIA_URL_SECONDS,
+        )
+    return shown
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -133,6 +163,7 @@ def state(url: str) -> dict[str, Any]:
                 "from": row["from_wa_id"],
                 "text": message_text(row["body"], row["content"]),
                 "sent_at": _iso(row["sent_at"]),
+                "media": media(row),
             }
         )
     return {

@@ -4,7 +4,9 @@ Without SUPABASE_URL or DATABASE_URL in the environment, an embedded Postgres
 is started in .local/pgdata with the migrations and the seed applied; with
 either set, the handlers use that database instead (a real Supabase project,
 say) and nothing is started. Without API_TOKENS, a development token is
-generated once (.local/dev-token) and printed.
+generated once (.local/dev-token) and printed. moto's server stands in for
+Supabase Storage's S3 endpoint and for the media queue, and the media function
+runs on what is queued (docs/media.md).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import secrets
 from pathlib import Path
 
-from local import database, gateway
+from local import database, gateway, media
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--pgdata", type=Path, default=database.REPO / ".local" / "pgdata")
+    parser.add_argument("--storage-port", type=int, default=0, help="moto's S3 and SQS server (0: any free port)")
     args = parser.parse_args(argv)
 
     if os.environ.get("SUPABASE_URL") or os.environ.get("DATABASE_URL"):
@@ -33,11 +36,22 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["DATABASE_URL"] = url
         print(f"Embedded Postgres in {args.pgdata}: {len(applied)} migration(s) applied, seed loaded.", flush=True)
         print(f"  psql '{url}'", flush=True)
+    start_media(args.storage_port)
     if not os.environ.get("API_TOKENS"):
         os.environ["API_TOKENS"] = development_token(args.pgdata.parent / "dev-token")
     token = os.environ["API_TOKENS"].split(",")[0].strip()
     print(f"Orchestrator token: export TOKEN={token}   (send: Authorization: Bearer $TOKEN)", flush=True)
     gateway.main(["--host", args.host, "--port", str(args.port)])
+
+
+def start_media(port: int) -> None:
+    """Local media storage and queue (moto's server), and the media function fed from the queue
+    (docs/media.md); with STORAGE_S3_ENDPOINT_URL set, that endpoint is used instead of moto."""
+    if not os.environ.get("STORAGE_S3_ENDPOINT_URL"):
+        _, endpoint = media.start_server(port=port)
+        os.environ.update(media.prepare(endpoint))
+    print(f"  storage: {os.environ['STORAGE_S3_ENDPOINT_URL']} bucket {media.BUCKET}", flush=True)
+    media.MediaLoop().start()
 
 
 def development_token(path: Path) -> str:

@@ -208,3 +208,48 @@ begin
 end;
 $$;
 grant execute on all functions in schema realtime to anon, authenticated, service_role;
+
+-- ---------------------------------------------------------------------------
+-- storage: the tables Supabase Storage keeps its buckets and objects in, and
+-- storage.foldername, in the shape Supabase defines them (storage.objects has
+-- more columns there). Policies on
+-- storage.objects decide who may read an object (and sign a URL for it).
+-- ---------------------------------------------------------------------------
+
+create schema if not exists storage;
+grant usage on schema storage to anon, authenticated, service_role;
+
+create table if not exists storage.buckets (
+    id         text primary key,
+    name       text not null,
+    owner      uuid,
+    public     boolean default false,
+    created_at timestamptz default now(),
+    updated_at timestamptz default now()
+);
+
+create table if not exists storage.objects (
+    id         uuid primary key default gen_random_uuid(),
+    bucket_id  text references storage.buckets (id),
+    name       text,
+    owner      uuid,
+    metadata   jsonb,
+    created_at timestamptz default now(),
+    updated_at timestamptz default now(),
+    unique (bucket_id, name)
+);
+alter table storage.buckets enable row level security;
+alter table storage.objects enable row level security;
+grant all on storage.buckets, storage.objects to anon, authenticated, service_role;
+
+-- The folders of an object name: 'a/b/c.jpg' -> {a,b}.
+create or replace function storage.foldername(name text) returns text[]
+language plpgsql immutable
+as $$
+declare
+    _parts text[];
+begin
+    select string_to_array(name, '/') into _parts;
+    return _parts[1:array_length(_parts, 1) - 1];
+end
+$$;

@@ -286,6 +286,33 @@ $$;
 ALTER FUNCTION public.whatsapp_batch_items(p_messages jsonb, p_own_wa_id text) OWNER TO postgres;
 
 --
+-- Name: whatsapp_broadcast_media_update(); Type: FUNCTION; Schema: public; Owner: postgres
+--
+
+CREATE FUNCTION public.whatsapp_broadcast_media_update() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+    perform realtime.send(
+        public.whatsapp_message_payload(new) || jsonb_build_object(
+            'media_status',    new.media_status,
+            'media_path',      new.media_path,
+            'media_mime_type', new.media_mime_type,
+            'media_size',      new.media_size,
+            'media_error',     new.media_error
+        ),
+        'message_updated',
+        'account:' || new.account_id,
+        true
+    );
+    return null;
+end;
+$$;
+
+ALTER FUNCTION public.whatsapp_broadcast_media_update() OWNER TO postgres;
+
+--
 -- Name: whatsapp_broadcast_message_update(); Type: FUNCTION; Schema: public; Owner: postgres
 --
 
@@ -729,6 +756,134 @@ $$;
 ALTER FUNCTION public.whatsapp_lock_session(p_session_id uuid) OWNER TO postgres;
 
 --
+-- Name: whatsapp_media_claim(bigint, integer); Type: FUNCTION; Schema: public; Owner: whatsapp_ingest_owner
+--
+
+CREATE FUNCTION public.whatsapp_media_claim(p_id bigint, p_lease integer) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+    v_job jsonb;
+begin
+    if p_lease is null or p_lease not between 1 and 3600 then
+        raise exception 'p_lease must be 1-3600 seconds' using errcode = '22023';
+    end if;
+    update public.mensajes m
+       set media_lease       = gen_random_uuid(),
+           media_lease_until = now() + make_interval(secs => p_lease),
+           media_attempts    = coalesce(m.media_attempts, 0) + 1
+     where m.id = p_id
+       and m.media_status = 'pending'
+       and (m.media_lease_until is null or m.media_lease_until < now())
+    returning jsonb_build_object(
+        'id', m.id, 'account_id', m.account_id, 'session_id', m.session_id,
+        'whatsapp_message_id', m.whatsapp_message_id, 'message_type', m.message_type,
+        'content', m.content, 'attempts', m.media_attempts, 'lease', m.media_lease,
+        'gateway', (select s.gateway from public.whatsapp_sessions s where s.id = m.session_id),
+        'gateway_instance', (select s.gateway_instance from public.whatsapp_sessions s where s.id = m.session_id)
+    ) into v_job;
+    return coalesce(v_job, '{}'::jsonb);
+end;
+$$;
+
+ALTER FUNCTION public.whatsapp_media_claim(p_id bigint, p_lease integer) OWNER TO whatsapp_ingest_owner;
+
+--
+-- Name: whatsapp_media_dispatch(integer, integer); Type: FUNCTION; Schema: public; Owner: whatsapp_ingest_owner
+--
+
+CREATE FUNCTION public.whatsapp_media_dispatch(p_limit integer, p_requeue_after integer) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+    v_ids jsonb;
+begin
+    if p_limit is null or p_limit not between 1 and 1000 or p_requeue_after is null or p_requeue_after < 1 then
+        raise exception 'p_limit must be 1-1000 and p_requeue_after at least 1 second' using errcode = '22023';
+    end if;
+    with picked as (
+        select m.id
+          from public.mensajes m
+         where m.media_status = 'pending'
+           and (m.media_queued_at is null or m.media_queued_at < now() - make_interval(secs => p_requeue_after))
+           and (m.media_lease_until is null or m.media_lease_until < now())
+         order by m.media_queued_at nulls first, m.id
+         limit p_limit
+           for update skip locked
+    ), queued as (
+        update public.mensajes m
+           set media_queued_at = now()
+          from picked
+         where m.id = picked.id
+        returning m.id
+    )
+    select coalesce(jsonb_agg(q.id order by q.id), '[]'::jsonb) into v_ids from queued q;
+    return jsonb_build_object('ids', v_ids);
+end;
+$$;
+
+ALTER FUNCTION public.whatsapp_media_dispatch(p_limit integer, p_requeue_after integer) OWNER TO whatsapp_ingest_owner;
+
+--
+-- Name: whatsapp_media_finish(bigint, uuid, text, jsonb, text); Type: FUNCTION; Schema: public; Owner: whatsapp_ingest_owner
+--
+
+CREATE FUNCTION public.whatsapp_media_finish(p_id bigint, p_lease uuid, p_status text, p_media jsonb, p_error text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+    v_found boolean;
+begin
+    if p_status is null or p_status not in ('pending', 'stored', 'failed', 'unavailable', 'too_large') then
+        raise exception 'p_status must be pending, stored, failed, unavailable or too_large' using errcode = '22023';
+    end if;
+    if p_status = 'stored' and (p_media ->> 'path' is null or p_media ->> 'size' is null
+                                or p_media ->> 'sha256' is null) then
+        raise exception 'a stored medium needs path, size and sha256' using errcode = '22023';
+    end if;
+    update public.mensajes m
+       set media_status      = p_status,
+           media_path        = case when p_status = 'stored' then p_media ->> 'path' end,
+           media_mime_type   = case when p_status = 'stored' then p_media ->> 'mime_type' end,
+           media_size        = case when p_status = 'stored' then (p_media ->> 'size')::bigint end,
+           media_sha256      = case when p_status = 'stored' then p_media ->> 'sha256' end,
+           media_error       = left(p_error, 200),
+           media_lease       = null,
+           media_lease_until = null,
+           content           = case when p_status = 'stored' then m.content #- array[m.message_type, 'data']
+                                    else m.content end
+     where m.id = p_id
+       and m.media_status = 'pending'
+       and m.media_lease = p_lease
+    returning true into v_found;
+    return jsonb_build_object('recorded', coalesce(v_found, false));
+end;
+$$;
+
+ALTER FUNCTION public.whatsapp_media_finish(p_id bigint, p_lease uuid, p_status text, p_media jsonb, p_error text) OWNER TO whatsapp_ingest_owner;
+
+--
+-- Name: whatsapp_media_mark_pending(); Type: FUNCTION; Schema: public; Owner: postgres
+--
+
+CREATE FUNCTION public.whatsapp_media_mark_pending() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+    if new.message_type in ('image', 'video', 'audio', 'document', 'sticker') then
+        new.media_status := 'pending';
+    end if;
+    return new;
+end;
+$$;
+
+ALTER FUNCTION public.whatsapp_media_mark_pending() OWNER TO postgres;
+
+--
 -- Name: whatsapp_message_event(uuid, text, text, jsonb, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: whatsapp_ingest_owner
 --
 
@@ -812,8 +967,20 @@ CREATE TABLE public.mensajes (
     edit_history jsonb,
     edited_at timestamp with time zone,
     deleted_at timestamp with time zone,
+    media_status text,
+    media_path text,
+    media_mime_type text,
+    media_size bigint,
+    media_sha256 text,
+    media_error text,
+    media_attempts integer,
+    media_queued_at timestamp with time zone,
+    media_lease uuid,
+    media_lease_until timestamp with time zone,
     CONSTRAINT mensajes_delivery_status_check CHECK ((delivery_status = ANY (ARRAY['pending'::text, 'sent'::text, 'delivered'::text, 'read'::text, 'played'::text, 'failed'::text]))),
     CONSTRAINT mensajes_direction_check CHECK ((direction = ANY (ARRAY['inbound'::text, 'outbound'::text]))),
+    CONSTRAINT mensajes_media_sha256_check CHECK ((media_sha256 ~ '^[0-9a-f]{64}$'::text)),
+    CONSTRAINT mensajes_media_status_check CHECK ((media_status = ANY (ARRAY['pending'::text, 'stored'::text, 'failed'::text, 'unavailable'::text, 'too_large'::text]))),
     CONSTRAINT mensajes_message_type_check CHECK ((message_type = ANY (ARRAY['text'::text, 'image'::text, 'video'::text, 'audio'::text, 'document'::text, 'location'::text, 'contact'::text, 'sticker'::text, 'interactive'::text, 'template'::text, 'unsupported'::text])))
 );
 
@@ -824,6 +991,18 @@ ALTER TABLE public.mensajes OWNER TO postgres;
 --
 
 COMMENT ON COLUMN public.mensajes.from_me IS 'true/false when the orchestrator said who sent it; null when the direction was inferred from the own number.';
+
+--
+-- Name: COLUMN mensajes.media_status; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.mensajes.media_status IS 'pending, stored, failed, unavailable or too_large; null for a message without media.';
+
+--
+-- Name: COLUMN mensajes.media_path; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.mensajes.media_path IS 'Object key in the private Storage bucket whatsapp-media; starts with the account id.';
 
 --
 -- Name: whatsapp_message_payload(public.mensajes); Type: FUNCTION; Schema: public; Owner: postgres
@@ -1584,6 +1763,12 @@ CREATE INDEX mensajes_contact_id_idx ON public.mensajes USING btree (contact_id)
 CREATE INDEX mensajes_inferred_from_idx ON public.mensajes USING btree (session_id, from_wa_id) WHERE ((from_me IS NULL) AND (direction = 'inbound'::text));
 
 --
+-- Name: mensajes_media_pending_idx; Type: INDEX; Schema: public; Owner: postgres
+--
+
+CREATE INDEX mensajes_media_pending_idx ON public.mensajes USING btree (media_queued_at NULLS FIRST, id) WHERE (media_status = 'pending'::text);
+
+--
 -- Name: whatsapp_gateway_connections_account_idx; Type: INDEX; Schema: public; Owner: postgres
 --
 
@@ -1644,10 +1829,22 @@ CREATE TRIGGER mensajes_broadcast_event AFTER UPDATE OF delivery_status, reactio
 CREATE TRIGGER mensajes_broadcast_insert AFTER INSERT ON public.mensajes REFERENCING NEW TABLE AS stored FOR EACH STATEMENT EXECUTE FUNCTION public.whatsapp_broadcast_messages();
 
 --
+-- Name: mensajes mensajes_broadcast_media; Type: TRIGGER; Schema: public; Owner: postgres
+--
+
+CREATE TRIGGER mensajes_broadcast_media AFTER UPDATE OF media_status ON public.mensajes FOR EACH ROW WHEN ((old.media_status IS DISTINCT FROM new.media_status)) EXECUTE FUNCTION public.whatsapp_broadcast_media_update();
+
+--
 -- Name: mensajes mensajes_broadcast_update; Type: TRIGGER; Schema: public; Owner: postgres
 --
 
 CREATE TRIGGER mensajes_broadcast_update AFTER UPDATE OF direction, contact_id, chat_id ON public.mensajes FOR EACH ROW EXECUTE FUNCTION public.whatsapp_broadcast_message_update();
+
+--
+-- Name: mensajes mensajes_media_pending; Type: TRIGGER; Schema: public; Owner: postgres
+--
+
+CREATE TRIGGER mensajes_media_pending BEFORE INSERT ON public.mensajes FOR EACH ROW EXECUTE FUNCTION public.whatsapp_media_mark_pending();
 
 --
 -- Name: whatsapp_sessions whatsapp_sessions_broadcast_insert; Type: TRIGGER; Schema: public; Owner: postgres
@@ -1984,6 +2181,13 @@ GRANT ALL ON FUNCTION public.whatsapp_batch_items(p_messages jsonb, p_own_wa_id 
 GRANT ALL ON FUNCTION public.whatsapp_batch_items(p_messages jsonb, p_own_wa_id text) TO whatsapp_ingest_owner;
 
 --
+-- Name: FUNCTION whatsapp_broadcast_media_update(); Type: ACL; Schema: public; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION public.whatsapp_broadcast_media_update() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.whatsapp_broadcast_media_update() TO service_role;
+
+--
 -- Name: FUNCTION whatsapp_broadcast_message_update(); Type: ACL; Schema: public; Owner: postgres
 --
 
@@ -2141,6 +2345,38 @@ GRANT SELECT(gateway_connection_id) ON TABLE public.whatsapp_sessions TO authent
 REVOKE ALL ON FUNCTION public.whatsapp_lock_session(p_session_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.whatsapp_lock_session(p_session_id uuid) TO service_role;
 GRANT ALL ON FUNCTION public.whatsapp_lock_session(p_session_id uuid) TO whatsapp_ingest_owner;
+
+--
+-- Name: FUNCTION whatsapp_media_claim(p_id bigint, p_lease integer); Type: ACL; Schema: public; Owner: whatsapp_ingest_owner
+--
+
+REVOKE ALL ON FUNCTION public.whatsapp_media_claim(p_id bigint, p_lease integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.whatsapp_media_claim(p_id bigint, p_lease integer) TO service_role;
+GRANT ALL ON FUNCTION public.whatsapp_media_claim(p_id bigint, p_lease integer) TO whatsapp_ingest;
+
+--
+-- Name: FUNCTION whatsapp_media_dispatch(p_limit integer, p_requeue_after integer); Type: ACL; Schema: public; Owner: whatsapp_ingest_owner
+--
+
+REVOKE ALL ON FUNCTION public.whatsapp_media_dispatch(p_limit integer, p_requeue_after integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.whatsapp_media_dispatch(p_limit integer, p_requeue_after integer) TO service_role;
+GRANT ALL ON FUNCTION public.whatsapp_media_dispatch(p_limit integer, p_requeue_after integer) TO whatsapp_ingest;
+
+--
+-- Name: FUNCTION whatsapp_media_finish(p_id bigint, p_lease uuid, p_status text, p_media jsonb, p_error text); Type: ACL; Schema: public; Owner: whatsapp_ingest_owner
+--
+
+REVOKE ALL ON FUNCTION public.whatsapp_media_finish(p_id bigint, p_lease uuid, p_status text, p_media jsonb, p_error text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.whatsapp_media_finish(p_id bigint, p_lease uuid, p_status text, p_media jsonb, p_error text) TO service_role;
+GRANT ALL ON FUNCTION public.whatsapp_media_finish(p_id bigint, p_lease uuid, p_status text, p_media jsonb, p_error text) TO whatsapp_ingest;
+
+--
+-- Name: FUNCTION whatsapp_media_mark_pending(); Type: ACL; Schema: public; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION public.whatsapp_media_mark_pending() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.whatsapp_media_mark_pending() TO service_role;
+GRANT ALL ON FUNCTION public.whatsapp_media_mark_pending() TO whatsapp_ingest_owner;
 
 --
 -- Name: FUNCTION whatsapp_message_event(p_session_id uuid, p_message_id text, p_kind text, p_data jsonb, p_event_at timestamp with time zone); Type: ACL; Schema: public; Owner: whatsapp_ingest_owner

@@ -27,6 +27,9 @@ from whatsapp_ingest.store import shared_store
 
 REPO = Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events"
+#: The media tests' fixtures (moto's server, the HTTP stand-in, the media environment).
+pytest_plugins = ["media_support"]
+
 SESSION_ID = "3f8a2b1c-5d4e-4f6a-9b7c-1d2e3f4a5b6c"  # the seeded demo session, in account A
 # The seed's two accounts, their sessions and members (supabase/seed.sql).
 ACCOUNT_A, ACCOUNT_B = "0a0a0a0a-0000-4000-8000-0000000000a0", "0b0b0b0b-0000-4000-8000-0000000000b0"

@@ -162,3 +162,68 @@ def test_the_console_shows_a_status_a_scannable_qr_and_a_message_within_a_second
     assert status == "pending"  # the QR's
     assert decode_qr(browser.get_screenshot_as_png()) == [qr_code]
     print(f"shown after the POST's answer: {', '.join(f'{k} {v * 1000:.0f} ms' for k, v in took.items())}")
+
+
+def wav_tone(seconds: float = 2.0, rate: int = 8000) -> bytes:
+    """A playable voice note: a 440 Hz tone as 16-bit mono WAV (no Opus encoder is at hand)."""
+    import io
+    import math
+    import struct
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        samples = (int(8000 * math.sin(2 * math.pi * 440 * n / rate)) for n in range(int(seconds * rate)))
+        out.writeframes(b"".join(struct.pack("<h", s) for s in samples))
+    return buffer.getvalue()
+
+
+MESSAGE = (
+    "const m = [...document.querySelectorAll('.message')].find(m => m.dataset.whatsappMessageId === arguments[0]);"
+)
+
+
+def test_the_console_shows_a_stored_photo_and_plays_a_voice_note_without_a_reload(make_run: Api, browser: Any) -> None:
+    url, _ = make_run
+    browser.get(url + "/")
+    shows_within(browser, 10, "return document.getElementById('live').dataset.state === 'live'")
+    browser.execute_script("window.sameDocument = true")
+    photo = (Path(__file__).resolve().parent.parent / "docs" / "console.png").read_bytes()
+    for message_id, kind, media in [
+        ("photo-in-console", "image", {"mime_type": "image/png", "data": base64.b64encode(photo).decode()}),
+        (
+            "voice-in-console",
+            "audio",
+            {"mime_type": "audio/wav", "voice": True, "data": base64.b64encode(wav_tone()).decode()},
+        ),
+    ]:
+        posted(make_run, "/api/whatsapp/messages/received", {
+            "session_id": SESSION_ID, "from": "5215512345678", "to": "+52 1 55 0000 0001",
+            "timestamp": int(time.time()), "message_id": message_id,
+            "message": {"type": kind, kind: {"id": message_id, **media}},
+        })  # fmt: skip
+
+    # Stored by the media function within seconds, and drawn from its presigned URL of the local S3.
+    shows_within(
+        browser, 15, MESSAGE + "const img = m && m.querySelector('img.media-image');"
+        "return !!img && img.complete && img.naturalWidth > 0", "photo-in-console",
+    )  # fmt: skip
+    source = browser.execute_script(MESSAGE + "return m.querySelector('img.media-image').src", "photo-in-console")
+    assert "X-Amz-Signature=" in source and "X-Amz-Expires=300" in source
+    shows_within(browser, 15, MESSAGE + "return !!(m && m.querySelector('audio.media-audio'))", "voice-in-console")
+    # A click first: Chromium plays media only after the user has interacted with the page.
+    browser.find_element("css selector", "h1").click()
+    played = browser.execute_async_script(
+        MESSAGE + "const done = arguments[arguments.length - 1];"
+        "m.querySelector('audio').play().then(() => done('playing'), (e) => done(String(e)))",
+        "voice-in-console",
+    )
+    assert played == "playing"
+    shows_within(
+        browser, 10, MESSAGE + "const a = m.querySelector('audio'); return a.currentTime > 0.3 && a.duration > 1.9",
+        "voice-in-console",
+    )  # fmt: skip
+    assert browser.execute_script("return window.sameDocument === true"), "the page was reloaded"

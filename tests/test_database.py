@@ -44,6 +44,9 @@ FUNCTIONS = {
     "whatsapp_apply_gateway_events": "'evolution', 'demo-a', '[]'",
     "whatsapp_session_connection": f"'{SESSION_ID}'",
     "whatsapp_add_gateway_connection": "gen_random_uuid(), 'waha', 'test', null, 'https://waha.example'",
+    "whatsapp_media_dispatch": "10, 300",
+    "whatsapp_media_claim": "0, 60",
+    "whatsapp_media_finish": "0, gen_random_uuid(), 'failed', '{}', 'test'",
 }
 
 

@@ -361,6 +361,12 @@ def stage_targets(stage: str) -> list[Target]:
                 Target(f"{logical_id} role", "iam:AttachRolePolicy", role, context=BASIC_EXECUTION, boundary=boundary),
                 Target(f"{logical_id} role", "iam:DetachRolePolicy", role, context=BASIC_EXECUTION, boundary=boundary),
             ]
+            for event in (props.get("Events") or {}).values():
+                if event["Type"] == "Schedule":
+                    rule = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{event['Properties']['Name']}"
+                    found += [
+                        Target(f"{logical_id} schedule", a, rule) for a in ("events:PutRule", "events:PutTargets")
+                    ]
             if any(event["Type"] == "SQS" for event in (props.get("Events") or {}).values()):
                 mapping = f"{lam}event-source-mapping:0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
                 for action in ("lambda:CreateEventSourceMapping", "lambda:DeleteEventSourceMapping"):
@@ -506,8 +512,13 @@ def test_each_stage_role_acts_only_on_this_projects_names(stage: str) -> None:
         ),
         "logs": (":log-group:/aws/lambda/whatsapp-", f":log-group:/aws/vendedlogs/whatsapp-ingest-api-{s}"),
         "sts": tuple(f":role/whatsapp-ingest-{each}-" for each in STAGES),  # denied only
-        "sqs": (f":whatsapp-ingest-retry-{s}", f":whatsapp-ingest-retry-dlq-{s}"),
-        "cloudwatch": (f":alarm:whatsapp-ingest-retry-dlq-not-empty-{s}", ":alarm:*"),
+        "sqs": tuple(f":whatsapp-ingest-{q}-{s}" for q in ("retry", "retry-dlq", "media", "media-dlq")),
+        "cloudwatch": (
+            f":alarm:whatsapp-ingest-retry-dlq-not-empty-{s}",
+            f":alarm:whatsapp-ingest-media-dlq-not-empty-{s}",
+            ":alarm:*",
+        ),
+        "events": (f":rule/whatsapp-ingest-media-dispatch-{s}",),
         "secretsmanager": (f":secret:whatsapp-ingest/{s}/",),
         "apigateway": ("::/apis", "::/tags/", "::/domainnames"),
     }
@@ -638,8 +649,10 @@ def function_needs(stage: str) -> list[Target]:
                 queue = known[event["Properties"]["Queue"]]
                 for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
                     needs.append(Target(f"{logical_id} queue", action, queue))
-            else:
-                assert event["Type"] == "HttpApi", f"{logical_id}: the boundary knows no {event['Type']} event"
+            else:  # API Gateway and EventBridge invoke through the function's resource policy, not its role
+                assert event["Type"] in ("HttpApi", "Schedule"), (
+                    f"{logical_id}: the boundary knows no {event['Type']} event"
+                )
     return needs
 
 

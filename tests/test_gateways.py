@@ -274,7 +274,15 @@ def test_every_reference_body_is_stored_as_its_gateway_meant(hook: Any, db: Any,
         assert row["from_wa_id"] == sender
         assert receiver == "*" or row["to_wa_id"] == receiver
         assert text == "*" or row["body"] == text
-        assert "base64" not in json.dumps(row["content"])  # media are stored as references
+        # Evolution's webhook base64 is kept only as the media's `data`, until the media function stores it
+        # (docs/media.md); nothing else of it is stored.
+        media = row["content"].get(kind)
+        shown = (
+            {**row["content"], kind: {k: v for k, v in media.items() if k != "data"}}
+            if isinstance(media, dict)
+            else row["content"]
+        )
+        assert "base64" not in json.dumps(shown)
     if session_status is not None:
         assert session(db)["status"] == session_status
     if status == 400:

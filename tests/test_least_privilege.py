@@ -25,6 +25,9 @@ ENTRY_POINTS = {
         "whatsapp_message_event",
         "whatsapp_apply_gateway_events",
         "whatsapp_session_connection",
+        "whatsapp_media_dispatch",
+        "whatsapp_media_claim",
+        "whatsapp_media_finish",
     )
 }
 

@@ -319,11 +319,36 @@ def statements(resource: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_each_function_may_only_read_its_own_secrets_and_queue_without_wildcards(template: dict[str, Any]) -> None:
     functions = {n: r for n, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
-    # each endpoint, and the replay; a webhook function serves two routes (its default and per-connection URLs)
-    assert len(functions) == len({r.logical_id for r in gateway.load_routes(REPO / "template.yaml")}) + 1
+    # Each endpoint, the replay, and the media function and its dispatcher (docs/media.md);
+    # a webhook function serves two routes (its default and per-connection URLs).
+    assert len(functions) == len({r.logical_id for r in gateway.load_routes(REPO / "template.yaml")}) + 3
+    connections = (
+        "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}"
+        ":secret:whatsapp-ingest/${Stage}/connections/*"
+    )
     for name, function in functions.items():
         granted = {(statement["Action"], json.dumps(statement["Resource"])) for statement in statements(function)}
-        if name == "ReplayFunction":  # it reads the queue through its event source
+        if name == "MediaFunction":  # reads its queue through its event source; never the orchestrator's tokens
+            expected = {
+                (
+                    "secretsmanager:GetSecretValue",
+                    json.dumps(
+                        [
+                            "DatabaseSecretArn",
+                            ["HasStorageSecret", "StorageSecretArn", "AWS::NoValue"],
+                            ["HasGatewaySecret", "GatewaySecretArn", "AWS::NoValue"],
+                        ]
+                    ),
+                ),
+                ("secretsmanager:GetSecretValue", json.dumps(connections)),  # a session's connection's API key
+                ("sqs:ChangeMessageVisibility", json.dumps("MediaQueue.Arn")),
+            }
+        elif name == "MediaDispatchFunction":
+            expected = {
+                ("secretsmanager:GetSecretValue", json.dumps("DatabaseSecretArn")),
+                ("sqs:SendMessage", json.dumps("MediaQueue.Arn")),
+            }
+        elif name == "ReplayFunction":  # it reads the queue through its event source
             expected = {
                 ("secretsmanager:GetSecretValue", json.dumps("DatabaseSecretArn")),
                 ("sqs:ChangeMessageVisibility", json.dumps("RetryQueue.Arn")),
@@ -331,10 +356,6 @@ def test_each_function_may_only_read_its_own_secrets_and_queue_without_wildcards
             }
         elif name.startswith("Webhook"):  # the gateways' secret (when configured), not the orchestrator's tokens
             gateway_or_not = ["HasGatewaySecret", ["GatewaySecretArn", "DatabaseSecretArn"], ["DatabaseSecretArn"]]
-            connections = (
-                "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}"
-                ":secret:whatsapp-ingest/${Stage}/connections/*"
-            )
             expected = {
                 ("secretsmanager:GetSecretValue", json.dumps(gateway_or_not)),
                 ("secretsmanager:GetSecretValue", json.dumps(connections)),

@@ -45,9 +45,11 @@ def test_one_function_per_endpoint_each_on_an_any_route_of_the_http_api(template
     assert routes == {(path, "ANY", name) for name, path in expected}
     for name, function in resources(template, "AWS::Serverless::Function").items():
         event, *_ = function["Properties"]["Events"].values()
-        if name == "ReplayFunction":
+        if name in ("ReplayFunction", "MediaFunction"):
             assert event["Type"] == "SQS"
             assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        elif name == "MediaDispatchFunction":
+            assert event["Type"] == "Schedule"
         else:
             assert event["Type"] == "HttpApi"
             assert event["Properties"]["ApiId"] == "HttpApi"
@@ -64,7 +66,7 @@ def test_functions_run_python_313_on_arm64_with_the_shared_layer(template: dict[
         overrides = resource["Properties"]
         assert "Layers" not in overrides and "Tracing" not in overrides, name
         # Only the queue consumer, which no API waits on, may run longer.
-        assert "Timeout" not in overrides or name == "ReplayFunction", name
+        assert "Timeout" not in overrides or name in ("ReplayFunction", "MediaFunction"), name
 
 
 def test_layer_is_built_by_sam_from_shared(template: dict[str, Any]) -> None:
@@ -222,8 +224,8 @@ def test_the_dead_letter_queue_takes_only_the_retry_queue_as_its_source(template
     assert str(retry["QueueName"]).endswith("whatsapp-ingest-retry-${Stage}")
 
 
-def test_webhook_functions_read_only_connection_secrets_under_the_prefix(template: dict[str, Any]) -> None:
-    for name in ("WebhookEvolutionFunction", "WebhookWahaFunction", "WebhookMetaFunction"):
+def test_webhook_and_media_functions_read_only_connection_secrets_under_the_prefix(template: dict[str, Any]) -> None:
+    for name in ("WebhookEvolutionFunction", "WebhookWahaFunction", "WebhookMetaFunction", "MediaFunction"):
         statements = template["Resources"][name]["Properties"]["Policies"][0]["Statement"]
         (read,) = [s for s in statements if s["Sid"] == "ReadConnectionSecrets"]
         assert read["Action"] == "secretsmanager:GetSecretValue"

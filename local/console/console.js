@@ -62,13 +62,45 @@ function renderChats(container, chats) {
       meta.append(time);
       const text = document.createElement("span");
       text.className = "text";
-      text.textContent = message.text || `(${message.type})`;
-      item.append(meta, text);
+      text.textContent = message.text || (message.media ? "" : `(${message.type})`);
+      item.append(meta);
+      if (message.media) item.append(renderMedia(message.type, message.media));
+      item.append(text);
       list.append(item);
     }
     section.append(title, list);
     container.append(section);
   }
+}
+
+// A stored medium through its presigned URL: images and stickers inline, video and audio
+// with a player, documents as a download link; otherwise its status (and why).
+function renderMedia(type, media) {
+  const box = document.createElement("div");
+  box.className = "media";
+  box.dataset.mediaStatus = media.status;
+  if (media.status !== "stored" || !media.url) {
+    box.textContent = media.status === "pending" ? "⏳ fetching media…" : `media ${media.status}: ${media.error || ""}`;
+    return box;
+  }
+  let el;
+  if (type === "image" || type === "sticker") {
+    el = document.createElement("img");
+    el.alt = type;
+  } else if (type === "video" || type === "audio") {
+    el = document.createElement(type);
+    el.controls = true;
+    el.preload = "metadata";
+  } else {
+    el = document.createElement("a");
+    el.href = media.url;
+    el.download = media.filename || "document";
+    el.textContent = `📄 ${media.filename || "document"} (${media.size} bytes)`;
+  }
+  if (el.tagName !== "A") el.src = media.url;
+  el.className = `media-${type}`;
+  box.append(el);
+  return box;
 }
 
 function render(state) {

@@ -328,3 +328,114 @@ def parse_connection_secret(connection_id: UUID, secret: dict[str, Any]) -> Conn
     if api_key is not None and not isinstance(api_key, str):
         raise TypeError("api_key")
     return ConnectionSecret(connection_id, gateway, GatewaySecrets(**webhook), api_key or None)
+
+
+# ---------------------------------------------------------------------------
+# Media (docs/media.md): the media function and its dispatcher read these.
+# ---------------------------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MediaSettings:
+    #: SQS queue of media jobs (the dispatcher sends, the media function receives).
+    queue_url: str | None
+    bucket: str
+    #: A larger file is too_large; nothing past it is read.
+    max_bytes: int
+    #: make run only: http:// and loopback addresses (the local stand-ins). Refused on Lambda.
+    allow_loopback: bool
+    #: Host patterns ("*.whatsapp.net" matches subdomains) per source.
+    whatsapp_hosts: tuple[str, ...]
+    meta_hosts: tuple[str, ...]
+    #: Hosts a contract message's plain (unencrypted) url may point at; none by default.
+    url_hosts: tuple[str, ...]
+    #: Where a direct_path is fetched when a message has no url.
+    whatsapp_cdn: str
+    meta_graph_url: str
+    #: ARN of {s3_endpoint_url, s3_region, s3_access_key_id, s3_secret_access_key}; unset: STORAGE_S3_* variables.
+    storage_secret_arn: str | None
+
+
+@dataclass(frozen=True)
+class StorageSecrets:
+    endpoint_url: str | None
+    region: str
+    access_key_id: str | None
+    secret_access_key: str | None
+
+    def __repr__(self) -> str:
+        return f"StorageSecrets(endpoint_url={self.endpoint_url!r}, <keys redacted>)"
+
+
+def _hosts(name: str, default: str) -> tuple[str, ...]:
+    return tuple(h.strip().lower() for h in os.environ.get(name, default).split(",") if h.strip())
+
+
+@cache
+def media_settings() -> MediaSettings:
+    """The media function's settings; `media_settings.cache_clear()` re-reads them (tests)."""
+    allow_loopback = _flag("MEDIA_ALLOW_LOOPBACK")
+    if allow_loopback and os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        raise ConfigError("MEDIA_ALLOW_LOOPBACK is for make run only: a deployed function refuses it")
+    max_bytes = int(os.environ.get("MEDIA_MAX_BYTES", str(100 * MIB)))
+    if max_bytes < 1:
+        raise ConfigError("MEDIA_MAX_BYTES must be a positive number of bytes")
+    return MediaSettings(
+        queue_url=_optional("MEDIA_QUEUE_URL"),
+        bucket=_optional("MEDIA_BUCKET") or "whatsapp-media",
+        max_bytes=max_bytes,
+        allow_loopback=allow_loopback,
+        whatsapp_hosts=_hosts("WHATSAPP_MEDIA_HOSTS", "mmg.whatsapp.net,*.whatsapp.net"),
+        meta_hosts=_hosts("META_MEDIA_HOSTS", "graph.facebook.com,lookaside.fbsbx.com,*.fbsbx.com,*.fbcdn.net"),
+        url_hosts=_hosts("MEDIA_URL_HOSTS", ""),
+        whatsapp_cdn=(_optional("WHATSAPP_MEDIA_CDN") or "https://mmg.whatsapp.net").rstrip("/"),
+        meta_graph_url=(_optional("META_GRAPH_URL") or "https://graph.facebook.com").rstrip("/"),
+        storage_secret_arn=_optional("STORAGE_SECRET_ARN"),
+    )
+
+
+def storage_secrets() -> StorageSecrets:
+    """Supabase Storage's S3 endpoint and server-side keys (STORAGE_SECRET_ARN's JSON, or the environment)."""
+    arn = media_settings().storage_secret_arn
+    if arn:
+        secret = _secret(arn)
+        values = {key: secret.get(key) or None for key in _STORAGE_SECRETS}
+    else:
+        values = {key: _optional(env) for key, env in _STORAGE_SECRETS.items()}
+    return StorageSecrets(
+        endpoint_url=values["s3_endpoint_url"],
+        region=values["s3_region"] or "us-east-1",
+        access_key_id=values["s3_access_key_id"],
+        secret_access_key=values["s3_secret_access_key"],
+    )
+
+
+_STORAGE_SECRETS = {
+    "s3_endpoint_url": "STORAGE_S3_ENDPOINT_URL",
+    "s3_region": "STORAGE_S3_REGION",
+    "s3_access_key_id": "STORAGE_S3_ACCESS_KEY_ID",
+    "s3_secret_access_key": "STORAGE_S3_SECRET_ACCESS_KEY",
+}
+
+#: What the media function needs of each gateway: keys of GATEWAY_SECRET_ARN's JSON, or environment variables.
+_SOURCE_SECRETS = {
+    "waha_base_url": "WAHA_BASE_URL",
+    "waha_api_key": "WAHA_API_KEY",
+    "meta_access_token": "META_ACCESS_TOKEN",
+    "meta_graph_version": "META_GRAPH_VERSION",
+}
+
+
+def gateway_source_secrets() -> dict[str, str | None]:
+    """Deployment-wide gateway credentials for fetching media (the gateway secret, or the environment)."""
+    arn = settings().gateway_secret_arn
+    secret = _secret(arn) if arn else {key: _optional(env) for key, env in _SOURCE_SECRETS.items()}
+    values: dict[str, str | None] = {}
+    for key in _SOURCE_SECRETS:
+        value = secret.get(key) or None
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string")
+        values[key] = value
+    return values

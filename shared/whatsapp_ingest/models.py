@@ -191,12 +191,27 @@ class _Open(_Private):
     model_config = ConfigDict(extra="allow")
 
 
+#: Base64 (standard or URL-safe alphabet, padded or not) of 32 bytes: a media key or a SHA-256, as Baileys gives them.
+_BASE64_32 = r"^[A-Za-z0-9+/_-]{43}=?$"
+#: Base64 of a whole file (the characters only; the media function decodes it, and fails it if it does not).
+_BASE64 = r"^[A-Za-z0-9+/_\-\s]*={0,2}\s*$"
+
+
 class Media(_Open):
     id: str = Field(min_length=1)
     url: str | None = None
     caption: str | None = None
     mime_type: str | None = None
     filename: str | None = None
+    #: WhatsApp's media fields, as Baileys gives them (mediaKey, fileSha256, fileEncSha256, directPath,
+    #: fileLength): with media_key, url (or WhatsApp's CDN + direct_path) is the encrypted file (docs/media.md).
+    media_key: str | None = Field(default=None, pattern=_BASE64_32)
+    file_sha256: str | None = Field(default=None, pattern=_BASE64_32)
+    file_enc_sha256: str | None = Field(default=None, pattern=_BASE64_32)
+    direct_path: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*$", max_length=2048)
+    file_length: int | str | None = None
+    #: The file itself, base64, for orchestrators that decrypt it themselves (within the body limit).
+    data: str | None = Field(default=None, pattern=_BASE64)
 
 
 class Location(_Open):

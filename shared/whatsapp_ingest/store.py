@@ -223,12 +223,33 @@ class Store(ABC):
             connection_id,
         )
 
+    def media_dispatch(self, limit: int, requeue_after: int) -> list[int]:
+        """Pending media messages to queue now (never queued, or queued `requeue_after` seconds ago
+        without an outcome), marked queued (docs/media.md)."""
+        ids = self._call("whatsapp_media_dispatch", {"p_limit": limit, "p_requeue_after": requeue_after}, _NO_SESSION)
+        return cast(list[int], ids["ids"])
+
+    def media_claim(self, message_id: int, lease_seconds: int) -> dict[str, Any]:
+        """The media job of a pending message, leased to the caller; {} when there is nothing to do."""
+        return self._call("whatsapp_media_claim", {"p_id": message_id, "p_lease": lease_seconds}, _NO_SESSION)
+
+    def media_finish(
+        self, message_id: int, lease: str, status: str, media: dict[str, Any], error: str | None
+    ) -> dict[str, Any]:
+        """Record a job's outcome under its lease: {recorded}."""
+        args = {"p_id": message_id, "p_lease": lease, "p_status": status, "p_media": media, "p_error": error}
+        return self._call("whatsapp_media_finish", args, _NO_SESSION)
+
     @abstractmethod
     def _call(self, function: str, args: dict[str, Any], session_id: UUID) -> dict[str, Any]:
         """Call public.<function> with named JSON-able arguments; return its jsonb result.
 
         Raises SessionNotFound, InvalidData, StoreUnavailable or StoreError.
         """
+
+
+#: The media functions name no session (a SessionNotFound cannot come from them).
+_NO_SESSION = UUID(int=0)
 
 
 class PostgresStore(Store):

@@ -313,6 +313,16 @@ def _phone_alt(key: dict[str, Any], field: str) -> str | None:
     return None
 
 
+#: Baileys' media fields, as the contract names them.
+MEDIA_FIELDS = (
+    ("media_key", "mediaKey"),
+    ("file_sha256", "fileSha256"),
+    ("file_enc_sha256", "fileEncSha256"),
+    ("direct_path", "directPath"),
+    ("file_length", "fileLength"),
+)
+
+
 def _content(message: dict[str, Any], message_id: str) -> tuple[str, str | None, dict[str, Any]]:
     """(message_type, body, content in the contract's shape) of a Baileys message."""
     text = _text_of(message)
@@ -326,9 +336,16 @@ def _content(message: dict[str, Any], message_id: str) -> tuple[str, str | None,
             for ours, theirs in (("mime_type", "mimetype"), ("caption", "caption"), ("filename", "fileName")):
                 if media.get(theirs) is not None:
                     ref[ours] = media[theirs]
+            # What the media function needs (docs/media.md): Baileys' key and hashes of the file on
+            # WhatsApp's CDN, or the file itself when Evolution's webhook base64 option is on.
+            for ours, theirs in MEDIA_FIELDS:
+                if media.get(theirs) is not None:
+                    ref[ours] = media[theirs]
+            if isinstance(message.get("base64"), str) and message["base64"]:
+                ref["data"] = message["base64"]
             if kind == "audio":
                 ref["voice"] = bool(media.get("ptt"))
-            for extra in ("seconds", "fileLength", "directPath", "isAnimated", "title"):
+            for extra in ("seconds", "isAnimated", "title"):
                 if media.get(extra) is not None:
                     ref[extra] = media[extra]
             return kind, ref.get("caption"), {"type": kind, kind: ref, **context}
