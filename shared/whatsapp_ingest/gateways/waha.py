@@ -161,7 +161,8 @@ def _serialized(message_id: str, context: dict[str, Any], from_me: bool) -> str:
     parsed = _SERIALIZED.match(own_id) if isinstance(own_id, str) else None
     if parsed and parsed.group(1) == ("true" if from_me else "false"):
         return f"{parsed.group(1)}_{parsed.group(2)}_{message_id}{parsed.group(4) or ''}"
-    chat = context.get("to") if context.get("fromMe") is True else context.get("from")
+    # The chat: `to` of a message sent by the session, else `from` (an ack may carry only `from`).
+    chat = (context.get("to") if context.get("fromMe") is True else None) or context.get("from")
     if not isinstance(chat, str) or "@" not in chat:
         return message_id
     return f"{'true' if from_me else 'false'}_{chat}_{message_id}"
