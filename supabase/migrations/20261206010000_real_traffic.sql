@@ -15,7 +15,7 @@
 --    still reaches the message (the other prefix is tried, and the lock is
 --    taken on the id without it). A redelivered event for a message not stored
 --    yet adds no second pending row. Pending events are capped per session
---    (1,000 events, 1 MiB of data): the oldest are dropped and counted.
+--    (1,000 events, 1 MiB of data as JSON text): the oldest are dropped and counted.
 -- 4. Edits: a caption is edited in the content too; edit_history keeps the
 --    last 20 replaced versions.
 --
@@ -197,7 +197,7 @@ begin
         with ranked as (
             select e.id,
                    row_number() over newest_first as n,
-                   sum(pg_column_size(e.data)) over newest_first as bytes
+                   sum(octet_length(e.data::text)) over newest_first as bytes
               from public.whatsapp_pending_message_events e
              where e.session_id = p_session_id
             window newest_first as (order by e.id desc)
