@@ -10,8 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import SESSION_ID, call_handler, embedded_postgres, request
-from pydantic import ValidationError
 from psycopg.rows import dict_row
+from pydantic import ValidationError
 from test_logging_and_metrics import metrics_in
 
 from local import database
