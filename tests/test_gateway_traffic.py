@@ -245,3 +245,18 @@ def test_traffic_files_are_all_used() -> None:
     }
     for gateway, names in used.items():
         assert {p.name for p in (WEBHOOKS / gateway / "traffic").glob("*.json")} == names
+
+
+def test_a_webhook_event_dropping_an_old_pending_one_is_counted(
+    hook: Any, db: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    link(db, "waha", "default")
+    db.execute(
+        "insert into public.whatsapp_pending_message_events (session_id, whatsapp_message_id, kind, data)"
+        " select id, 'P' || n, 'status', '{\"status\": \"read\"}' from public.whatsapp_sessions,"
+        " generate_series(1, 1000) n where gateway = 'waha'"
+    )
+    capsys.readouterr()
+    hook("waha", traffic("waha", "message_edited_bare_id.assembled.json"))
+    assert "pending_dropped" in metrics_in(capsys.readouterr().out)
+    assert len(pending(db)) == 1000 and pending(db)[-1]["whatsapp_message_id"] == WAHA_TEXT_ID

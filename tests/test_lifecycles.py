@@ -119,7 +119,8 @@ class Rule:
         """Apply one delivery; True when it is stale (None for messages)."""
         if update.endpoint == "status_update":
             if self.state.newer_than(update.event_ms, received):
-                if update.body["status"] != "pending":  # a late close is still a fact about the QR
+                # A late close is still a fact about the QR (a newer close recorded already did it).
+                if update.body["status"] != "pending" and not self.closed.newer_than(update.event_ms, received):
                     if not self.qr_order.newer_than(update.event_ms, received):
                         self.qr_code = None
                     self.closed = self.closed.after(update.event_ms, received)

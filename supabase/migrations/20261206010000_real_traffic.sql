@@ -106,7 +106,8 @@ begin
                body         = p_data ->> 'body',
                content      = case when m.message_type = 'text'
                                    then m.content || jsonb_build_object('text', p_data ->> 'body')
-                                   when jsonb_typeof(m.content -> m.message_type) = 'object'
+                                   when m.message_type in ('image', 'video', 'document')
+                                        and jsonb_typeof(m.content -> m.message_type) = 'object'
                                    then jsonb_set(m.content, array[m.message_type, 'caption'], to_jsonb(p_data ->> 'body'))
                                    else m.content end,
                edited_at    = v_at
@@ -248,9 +249,10 @@ $$;
 -- ---------------------------------------------------------------------------
 -- whatsapp_update_session_status (replaced)
 --   Arguments, Returns, Errors: as in 20261202000000, and: a stale
---   connected, disconnected or expired is still recorded for the QR rule
---   (qr_close_order), and clears the QR shown unless that QR is known to be
---   newer than it (qr_order): the status stays as the newer update left it.
+--   connected, disconnected or expired not older than the last close recorded
+--   is still recorded for the QR rule (qr_close_order), and clears the QR shown
+--   unless that QR is known to be newer than it (qr_order): the status stays as
+--   the newer update left it.
 -- ---------------------------------------------------------------------------
 
 create or replace function public.whatsapp_update_session_status(
@@ -285,8 +287,10 @@ begin
             returning s.* into v_session;
             perform public.whatsapp_repair_outbound(p_session_id, v_own);
         end if;
-        if p_status <> 'pending' then
-            -- A late close still ends the QRs generated before it.
+        if p_status <> 'pending'
+           and public.whatsapp_stale_reason(v_session.qr_close_order, p_event_at, v_received_at) is null then
+            -- A late close still ends the QRs generated before it (unless a close newer
+            -- than it is already recorded: that one did, and does).
             update public.whatsapp_sessions s
                set qr_close_order = public.whatsapp_order_after(s.qr_close_order, p_event_at, v_received_at),
                    qr_code        = case when older.qr then null else s.qr_code end,
