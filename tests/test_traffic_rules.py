@@ -4,6 +4,7 @@ capped per session (and counted); bounded edit history; bounded, render-safe gat
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -255,3 +256,30 @@ def test_the_contracts_message_event_keeps_its_ids_as_messages_received_stores_t
         {"session_id": SESSION_ID, "message_id": "id with space", "kind": "status", "status": "read"}
     )
     assert change.event(False).message_id == "id with space"
+
+
+def test_an_event_naming_the_other_direction_prefix_waits_for_a_message_being_stored(
+    db: Any, database_url: str
+) -> None:
+    # One lock for both spellings: an event filed while the message is being stored under the
+    # other prefix waits for it, then applies, instead of being left pending for a week.
+    received, named = "false_5215512345678@c.us_3EB0AB12", "true_5215512345678@c.us_3EB0AB12"
+    with psycopg.connect(database_url, row_factory=dict_row) as storing:
+        storing.execute(
+            "select public.whatsapp_ingest_message(%s, %s, %s, %s, 'text', 'hola', '{}', now(), false)",
+            (SESSION_ID, received, PEER, OWN),
+        )  # in a transaction, not committed yet
+        results: list[dict[str, Any]] = []
+
+        def file_event() -> None:
+            with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as other:
+                results.append(event(other, named))
+
+        filing = threading.Thread(target=file_event)
+        filing.start()
+        filing.join(timeout=0.5)
+        assert filing.is_alive()  # waiting on the message's lock
+        storing.commit()
+    filing.join(timeout=10)
+    assert results == [{"message_id": named, "kind": "status", "applied": True, "pending": False}]
+    assert waiting(db) == []
