@@ -124,10 +124,13 @@ begin
         raise exception 'apikey does not match the session''s' using errcode = 'PT401';
     end if;
 
-    -- The messages the body touches, locked once in id order (whatsapp_message_lock is
-    -- re-entrant), so two bodies, or a body and a batch, cannot lock them crosswise.
-    perform public.whatsapp_message_lock(v_session_id, ids.message_id)
-       from (select distinct coalesce(m ->> 'message_id', e ->> 'message_id') as message_id
+    -- The messages the body touches, locked once in the order of the key the lock takes
+    -- (the id without WAHA's true_/false_ prefix, 20261206010000; whatsapp_message_lock
+    -- is re-entrant), so two bodies, or a body and a batch, cannot lock them crosswise,
+    -- whichever spelling of an id each names.
+    perform public.whatsapp_message_lock(v_session_id, ids.lock_key)
+       from (select distinct regexp_replace(coalesce(m ->> 'message_id', e ->> 'message_id'),
+                                            '^(true|false)_', '') as lock_key
                from jsonb_array_elements(p_events) e
                left join lateral jsonb_array_elements(case when e ->> 'kind' = 'history'
                                                            then e -> 'messages' else '[]' end) m on true
@@ -185,13 +188,15 @@ CREATE FUNCTION public.whatsapp_apply_pending_message_events() RETURNS trigger
     SET search_path TO ''
     AS $$
 declare
+    v_other text := case when new.whatsapp_message_id like 'true\_%' then 'false_' || substr(new.whatsapp_message_id, 6)
+                         when new.whatsapp_message_id like 'false\_%' then 'true_' || substr(new.whatsapp_message_id, 7) end;
     v_event record;
 begin
     perform public.whatsapp_message_lock(new.session_id, new.whatsapp_message_id);
     for v_event in
         with taken as (
             delete from public.whatsapp_pending_message_events e
-             where e.session_id = new.session_id and e.whatsapp_message_id = new.whatsapp_message_id
+             where e.session_id = new.session_id and e.whatsapp_message_id in (new.whatsapp_message_id, v_other)
             returning e.id, e.kind, e.data, e.event_at
         )
         select * from taken order by event_at nulls first, id
@@ -235,11 +240,21 @@ begin
            and coalesce((m.reactions -> (p_data ->> 'from') ->> 'at')::timestamptz, '-infinity') <= v_at;
     elsif p_kind = 'edit' then
         update public.mensajes m
-           set edit_history = coalesce(m.edit_history, '[]')
+           set edit_history = (
+                   select jsonb_agg(h.entry order by h.n)
+                     from jsonb_array_elements(
+                              coalesce(m.edit_history, '[]')
                               || jsonb_build_array(jsonb_build_object('body', m.body, 'content', m.content,
-                                                                      'replaced_at', v_at)),
+                                                                      'replaced_at', v_at))
+                          ) with ordinality as h (entry, n)
+                    where h.n > coalesce(jsonb_array_length(m.edit_history), 0) + 1 - 20
+               ),
                body         = p_data ->> 'body',
-               content      = case when m.message_type = 'text' then m.content || jsonb_build_object('text', p_data ->> 'body')
+               content      = case when m.message_type = 'text'
+                                   then m.content || jsonb_build_object('text', p_data ->> 'body')
+                                   when m.message_type in ('image', 'video', 'document')
+                                        and jsonb_typeof(m.content -> m.message_type) = 'object'
+                                   then jsonb_set(m.content, array[m.message_type, 'caption'], to_jsonb(p_data ->> 'body'))
                                    else m.content end,
                edited_at    = v_at
          where m.id = p_id
@@ -495,6 +510,8 @@ begin
           join public.contacts c on c.account_id = v_account_id and c.wa_id = named.peer
          where c.display_name is distinct from named.push_name
            and (c.display_name_at is null or c.display_name_at <= named.sent_at)
+           and named.sent_at >= coalesce((select max(ch.name_seen_at) from public.chats ch
+                                           where ch.contact_id = c.id), '-infinity')
          order by c.id
            for no key update of c
     )
@@ -524,27 +541,38 @@ begin
           join public.chats ch on ch.session_id = p_session_id and ch.contact_id = c.id
          order by b.message_id, b.i  -- the first of a repeated id is stored
         on conflict (session_id, whatsapp_message_id) do nothing
-        returning chat_id, sent_at
+        returning chat_id, sent_at, whatsapp_message_id
+    ), named as (
+        select distinct b.message_id
+          from public.whatsapp_batch_items(p_messages, v_own_wa_id) b
+         where not b.outbound and b.push_name is not null
     ), per_chat as (
-        select f.chat_id, count(*) as n, max(f.sent_at) as latest from fresh f group by f.chat_id
+        select f.chat_id, count(*) as n, max(f.sent_at) as latest,
+               max(f.sent_at) filter (where named.message_id is not null) as named_at
+          from fresh f
+          left join named on named.message_id = f.whatsapp_message_id
+         group by f.chat_id
     )
-    select coalesce(sum(n), 0), coalesce(jsonb_object_agg(chat_id, latest), '{}')
+    select coalesce(sum(n), 0), coalesce(jsonb_object_agg(chat_id, jsonb_build_array(latest, named_at)), '{}')
       into v_stored, v_latest
       from per_chat;
 
-    -- Each chat's latest message time, locked in id order (racing batches).
+    -- Each chat's latest message time (and named one), locked in id order (racing batches).
     with latest as (
-        select key::bigint as chat_id, value #>> '{}' as sent_at from jsonb_each(v_latest)
+        select key::bigint as chat_id, (value ->> 0)::timestamptz as sent_at, (value ->> 1)::timestamptz as named_at
+          from jsonb_each(v_latest)
     ), locked as (
-        select ch.id, latest.sent_at::timestamptz as sent_at
+        select ch.id, latest.sent_at, latest.named_at
           from public.chats ch
           join latest on latest.chat_id = ch.id
-         where ch.last_message_at is distinct from greatest(ch.last_message_at, latest.sent_at::timestamptz)
+         where ch.last_message_at is distinct from greatest(ch.last_message_at, latest.sent_at)
+            or latest.named_at is not null and ch.name_seen_at is distinct from greatest(ch.name_seen_at, latest.named_at)
          order by ch.id
            for no key update of ch
     )
     update public.chats ch
-       set last_message_at = greatest(ch.last_message_at, locked.sent_at)
+       set last_message_at = greatest(ch.last_message_at, locked.sent_at),
+           name_seen_at    = greatest(ch.name_seen_at, locked.named_at)
       from locked
      where ch.id = locked.id;
 
@@ -610,7 +638,9 @@ begin
                    set display_name = v_name, display_name_at = p_sent_at
                  where c.id = v_contact_id
                    and c.display_name is distinct from v_name
-                   and (c.display_name_at is null or c.display_name_at <= p_sent_at);
+                   and (c.display_name_at is null or c.display_name_at <= p_sent_at)
+                   and p_sent_at >= coalesce((select max(ch.name_seen_at) from public.chats ch
+                                               where ch.contact_id = v_contact_id), '-infinity');
             end if;
         end if;
 
@@ -643,9 +673,12 @@ begin
              where m.session_id = p_session_id and m.whatsapp_message_id = p_message_id;
         else
             update public.chats c
-               set last_message_at = greatest(c.last_message_at, p_sent_at)
+               set last_message_at = greatest(c.last_message_at, p_sent_at),
+                   name_seen_at    = case when v_name is not null then greatest(c.name_seen_at, p_sent_at)
+                                          else c.name_seen_at end
              where c.id = v_chat_id
-               and c.last_message_at is distinct from greatest(c.last_message_at, p_sent_at);
+               and (c.last_message_at is distinct from greatest(c.last_message_at, p_sent_at)
+                    or v_name is not null and c.name_seen_at is distinct from greatest(c.name_seen_at, p_sent_at));
         end if;
     end if;
 
@@ -689,6 +722,7 @@ CREATE TABLE public.whatsapp_sessions (
     gateway_instance text,
     gateway_apikey_sha256 text,
     gateway_connection_id uuid,
+    qr_order public.whatsapp_order_mark,
     CONSTRAINT whatsapp_sessions_gateway_check CHECK ((((gateway = ANY (ARRAY['evolution'::text, 'waha'::text, 'meta'::text])) AND (gateway_instance <> ''::text) AND ((gateway_apikey_sha256 IS NULL) OR (gateway_apikey_sha256 ~ '^[0-9a-f]{64}$'::text))) OR ((gateway IS NULL) AND (gateway_instance IS NULL) AND (gateway_apikey_sha256 IS NULL)))),
     CONSTRAINT whatsapp_sessions_server_port_check CHECK (((server_port >= 0) AND (server_port <= 65535))),
     CONSTRAINT whatsapp_sessions_status_check CHECK ((status = ANY (ARRAY['connected'::text, 'disconnected'::text, 'expired'::text, 'pending'::text])))
@@ -731,6 +765,12 @@ COMMENT ON COLUMN public.whatsapp_sessions.gateway_apikey_sha256 IS 'Evolution o
 --
 
 COMMENT ON COLUMN public.whatsapp_sessions.gateway_connection_id IS 'The gateway connection whose webhooks write into this session; null: the deployment''s default connection (/api/whatsapp/webhooks/{gateway}).';
+
+--
+-- Name: COLUMN whatsapp_sessions.qr_order; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.whatsapp_sessions.qr_order IS 'Orchestrator time and arrival of the QR shown: a close older than it does not clear it.';
 
 --
 -- Name: whatsapp_lock_session(uuid); Type: FUNCTION; Schema: public; Owner: postgres
@@ -892,8 +932,11 @@ CREATE FUNCTION public.whatsapp_message_event(p_session_id uuid, p_message_id te
     SET search_path TO ''
     AS $$
 declare
+    v_other   text := case when p_message_id like 'true\_%' then 'false_' || substr(p_message_id, 6)
+                           when p_message_id like 'false\_%' then 'true_' || substr(p_message_id, 7) end;
     v_id      bigint;
     v_applied boolean := false;
+    v_dropped integer := 0;
 begin
     perform from public.whatsapp_sessions s where s.id = p_session_id;
     if not found then
@@ -904,20 +947,44 @@ begin
     end if;
 
     perform public.whatsapp_message_lock(p_session_id, p_message_id);
-    select m.id into v_id from public.mensajes m
-     where m.session_id = p_session_id and m.whatsapp_message_id = p_message_id;
+    select m.id into v_id
+      from public.mensajes m
+     where m.session_id = p_session_id and m.whatsapp_message_id in (p_message_id, v_other)
+     order by m.whatsapp_message_id = p_message_id desc
+     limit 1;
 
-    if v_id is null then
+    if v_id is not null then
+        v_applied := public.whatsapp_apply_to_message(v_id, p_kind, p_data, p_event_at);
+    elsif not exists (
+        -- a redelivery of an event already waiting (under the message lock: no race)
+        select from public.whatsapp_pending_message_events e
+         where e.session_id = p_session_id and e.whatsapp_message_id = p_message_id
+           and e.kind = p_kind and e.data = p_data and e.event_at is not distinct from p_event_at
+    ) then
         insert into public.whatsapp_pending_message_events (session_id, whatsapp_message_id, kind, data, event_at)
         values (p_session_id, p_message_id, p_kind, p_data, p_event_at);
+
+        -- The cap: the newest 1,000 events and 1 MiB of data per session wait.
+        with ranked as (
+            select e.id,
+                   row_number() over newest_first as n,
+                   sum(octet_length(e.data::text)) over newest_first as bytes
+              from public.whatsapp_pending_message_events e
+             where e.session_id = p_session_id
+            window newest_first as (order by e.id desc)
+        )
+        delete from public.whatsapp_pending_message_events e
+         using ranked r
+         where e.id = r.id and (r.n > 1000 or r.bytes > 1048576);
+        get diagnostics v_dropped = row_count;
+
         -- Retention: what waited a week for its message will not see it.
         delete from public.whatsapp_pending_message_events e where e.created_at < now() - interval '7 days';
-    else
-        v_applied := public.whatsapp_apply_to_message(v_id, p_kind, p_data, p_event_at);
     end if;
 
     return jsonb_build_object('message_id', p_message_id, 'kind', p_kind,
-                              'applied', v_applied, 'pending', v_id is null);
+                              'applied', v_applied, 'pending', v_id is null)
+           || case when v_dropped > 0 then jsonb_build_object('dropped', v_dropped) else '{}' end;
 end;
 $$;
 
@@ -932,7 +999,8 @@ CREATE FUNCTION public.whatsapp_message_lock(p_session_id uuid, p_message_id tex
     SET search_path TO ''
     AS $$
 begin
-    perform pg_advisory_xact_lock(hashtextextended(p_session_id::text || '/' || p_message_id, 0));
+    perform pg_advisory_xact_lock(
+        hashtextextended(p_session_id::text || '/' || regexp_replace(p_message_id, '^(true|false)_', ''), 0));
     return true;
 end;
 $$;
@@ -1274,6 +1342,7 @@ begin
     update public.whatsapp_sessions s
        set status          = 'pending',
            state_order     = public.whatsapp_order_after(s.state_order, p_generated_at, v_received_at),
+           qr_order        = public.whatsapp_order_after(null, p_generated_at, v_received_at),
            qr_code         = p_qr_code,
            qr_url          = p_qr_url,
            qr_generated_at = p_generated_at
@@ -1314,6 +1383,21 @@ begin
              where s.id = p_session_id
             returning s.* into v_session;
             perform public.whatsapp_repair_outbound(p_session_id, v_own);
+        end if;
+        if p_status <> 'pending'
+           and public.whatsapp_stale_reason(v_session.qr_close_order, p_event_at, v_received_at) is null then
+            -- A late close still ends the QRs generated before it (unless a close newer
+            -- than it is already recorded: that one did, and does).
+            update public.whatsapp_sessions s
+               set qr_close_order = public.whatsapp_order_after(s.qr_close_order, p_event_at, v_received_at),
+                   qr_code        = case when older.qr then null else s.qr_code end,
+                   qr_url         = case when older.qr then null else s.qr_url end
+              from (select public.whatsapp_stale_reason(
+                               coalesce(v_session.qr_order,
+                                        row(v_session.qr_generated_at, null, null, null)::public.whatsapp_order_mark),
+                               p_event_at, v_received_at) is null as qr) older
+             where s.id = p_session_id
+            returning s.* into v_session;
         end if;
         return to_jsonb(v_session) || jsonb_build_object('stale', true, 'stale_because', v_stale);
     end if;
@@ -1438,10 +1522,17 @@ CREATE TABLE public.chats (
     last_message_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    account_id uuid NOT NULL
+    account_id uuid NOT NULL,
+    name_seen_at timestamp with time zone
 );
 
 ALTER TABLE public.chats OWNER TO postgres;
+
+--
+-- Name: COLUMN chats.name_seen_at; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.chats.name_seen_at IS 'Time of the newest inbound message of this chat that carried the contact''s push name: an older name delivered late does not replace the contact''s name.';
 
 --
 -- Name: chats_id_seq; Type: SEQUENCE; Schema: public; Owner: postgres

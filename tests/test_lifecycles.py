@@ -2,15 +2,18 @@
 delivers them, end in the state the ordering rule promises (docs/orchestrator.md, "Ordering").
 
 Generated: pairings (a QR every ~20 s while pending, then a scan, or no scan and
-a time-out), disconnects and reconnects, logouts; `last_seen` as the last
-contact, which lags; most status updates without `timestamp`; history messages
-sent from the phone right after it connects, often without `from_me`. Delivered:
-the orchestrator's clock 2 s slow to 2 s fast, each request delayed 0-3 s on its
-way to API Gateway (so deliveries reorder), some delivered twice.
+a time-out), pairings given up and retried at once, disconnects and reconnects,
+logouts; `last_seen` as the last contact, which lags; most status updates without
+`timestamp`; history messages sent from the phone right after it connects, often
+without `from_me`. Delivered: the orchestrator's clock 2 s slow to 2 s fast, each
+request delayed 0-3 s on its way to API Gateway (so deliveries reorder), one in ten
+held up to 45 s, and a given-up pairing's close and last QR held up to 30 s more (so
+they arrive after the next attempt began), some delivered twice.
 
-Checked: the stored status and QR, and the answer to every status update and QR
-(stale or not), equal what the rule computes (`Rule` below, the words of docs/orchestrator.md
-as code); the update that really happened last is never answered stale; every
+Checked: the stored status and QR after every delivery, and the answer to every
+status update and QR (stale or not), equal what the rule computes (`Rule` below,
+the words of docs/orchestrator.md as code: a close answered stale still ends the QRs generated
+before it); the update that really happened last is never answered stale; every
 message is filed by who really sent it (direction, contact, chat), whatever
 arrived first. LIFECYCLE_EXAMPLES sets how many lifecycles (default 100).
 """
@@ -57,6 +60,7 @@ class Update:
     body: dict[str, Any]
     event_ms: int | None = None  # the orchestrator time it carries, if any
     truth: tuple[str, str] | None = None  # a message's real direction and other party
+    hold_ms: int = 0  # held up on its way (a retry, a slow network), beyond the usual delay
 
 
 @dataclass
@@ -107,6 +111,7 @@ class Rule:
     status: str = "pending"
     qr_code: str | None = None
     qr_generated: int | None = None
+    qr_order: Mark = field(default_factory=Mark)  # the shown QR's own time and arrival
     state: Mark = field(default_factory=Mark)
     closed: Mark = field(default_factory=Mark)
 
@@ -114,6 +119,11 @@ class Rule:
         """Apply one delivery; True when it is stale (None for messages)."""
         if update.endpoint == "status_update":
             if self.state.newer_than(update.event_ms, received):
+                # A late close is still a fact about the QR (a newer close recorded already did it).
+                if update.body["status"] != "pending" and not self.closed.newer_than(update.event_ms, received):
+                    if not self.qr_order.newer_than(update.event_ms, received):
+                        self.qr_code = None
+                    self.closed = self.closed.after(update.event_ms, received)
                 return True
             self.status = update.body["status"]
             self.state = self.state.after(update.event_ms, received)
@@ -131,6 +141,7 @@ class Rule:
             if self.closed.newer_than(generated, received):
                 return True
             self.status, self.qr_code, self.qr_generated = "pending", code, generated
+            self.qr_order = Mark().after(generated, received)
             self.state = self.state.after(generated, received)
             return False
         return None
@@ -154,14 +165,21 @@ def lifecycles(draw: Any, session_id: str) -> list[Delivery]:
         now += draw(st.integers(low, high))
         return now
 
-    def status(name: str, at: int, **fields: Any) -> None:
-        timed = draw(st.integers(0, 4)) == 0  # most orchestrators send no timestamp
+    def status(name: str, at: int, timed: bool | None = None, hold: int = 0, **fields: Any) -> None:
+        if timed is None:
+            timed = draw(st.integers(0, 4)) == 0  # most orchestrators send no timestamp
         body = {"session_id": session_id, "status": name, **fields}
         if timed:
             body["timestamp"] = iso(at + skew)
         if draw(st.booleans()):
             body["last_seen"] = iso(at + skew - draw(st.integers(0, 3_600_000)))  # the last contact: lags
-        updates.append(Update("status_update", at, body, at + skew if timed else None))
+        updates.append(Update("status_update", at, body, at + skew if timed else None, hold_ms=hold))
+
+    def qr(at: int, hold: int = 0) -> None:
+        nonlocal qr_count
+        qr_count += 1
+        body = {"session_id": session_id, "qr_code": f"2@qr{qr_count}", "timestamp": iso(at + skew)}
+        updates.append(Update("qr_update", at, body, at + skew, hold_ms=hold))
 
     def message(at: int, outbound: bool) -> None:
         peer = draw(st.sampled_from(PEERS))
@@ -179,9 +197,9 @@ def lifecycles(draw: Any, session_id: str) -> list[Delivery]:
         updates.append(Update("messages_received", at, body, truth=("outbound" if outbound else "inbound", peer)))
 
     phases = draw(
-        st.lists(st.sampled_from(["pair", "unscanned", "chat", "reconnect", "logout"]), min_size=1, max_size=6)
+        st.lists(st.sampled_from(["pair", "unscanned", "retry", "chat", "reconnect", "logout"]), min_size=1, max_size=6)
     )
-    for phase in ["pair", *phases]:
+    for phase in [draw(st.sampled_from(["pair", "retry"])), *phases]:
         if phase in ("pair", "unscanned") and not connected:
             if draw(st.booleans()):
                 status("pending", later(1000, 5000))
@@ -207,6 +225,22 @@ def lifecycles(draw: Any, session_id: str) -> list[Delivery]:
                     message(at + 10 + n, outbound=True)
             else:
                 status("disconnected", later(18_000, 22_000))
+        elif phase == "retry" and not connected:
+            # The orchestrator gives up on a pairing and starts another at once; the close (and
+            # the closed attempt's last QR) are held up and arrive after the new attempt began.
+            status("pending", later(1000, 5000), timed=True)
+            qr(later(1000, 3000))
+            last = later(15_000, 19_000)
+            qr(last, hold=draw(st.integers(0, 30_000)))
+            status(
+                draw(st.sampled_from(["disconnected", "expired"])),
+                later(1000, 3000),
+                timed=draw(st.integers(0, 3)) > 0,
+                hold=draw(st.integers(0, 30_000)),
+            )
+            status("pending", later(300, 1500), timed=draw(st.integers(0, 3)) > 0)
+            if draw(st.booleans()):
+                qr(later(500, 2000))
         elif phase == "chat" and connected:
             for _ in range(draw(st.integers(1, 4))):
                 message(later(1000, 10_000), outbound=draw(st.booleans()))
@@ -219,7 +253,10 @@ def lifecycles(draw: Any, session_id: str) -> list[Delivery]:
 
     deliveries = []
     for update in updates:
-        arrival = update.real_ms + draw(st.integers(0, 3000))
+        # Now and then a request is held up for long (a retry, a slow network): a close then
+        # arrives after the next attempt's pending and QRs, and its attempt's last QR after it.
+        slow = draw(st.integers(0, 9)) == 0
+        arrival = update.real_ms + update.hold_ms + draw(st.integers(0, 45_000 if slow else 3000))
         deliveries.append(Delivery(update, arrival, first=True))
         if draw(st.integers(0, 7)) == 0:
             deliveries.append(Delivery(update, arrival + draw(st.integers(1000, 60_000)), first=False))
@@ -265,6 +302,10 @@ def test_generated_lifecycles_end_in_the_state_the_rule_promises(data: Any, hand
             stale = result.body["message"].startswith("stale")
             assert stale == expected_stale, f"{update.body} answered {result.body['message']!r}"
             assert not (stale and update is newest and delivery.first), "the newest update was answered stale"
+            shown = conn.execute(
+                "select status, qr_code from public.whatsapp_sessions where id = %s", (session_id,)
+            ).fetchone()
+            assert shown == {"status": rule.status, "qr_code": rule.qr_code}, "after each delivery, as the rule says"
 
     stored = conn.execute(
         "select status, qr_code from public.whatsapp_sessions where id = %s", (session_id,)

@@ -1,6 +1,16 @@
 """POST /api/whatsapp/messages/event: a message's delivery status, a reaction, an edit or a deletion."""
 
-from whatsapp_ingest.api import Reply, count_outcome, create_app, documented, entrypoint, logger, masked_id, ok
+from whatsapp_ingest.api import (
+    Reply,
+    count_outcome,
+    create_app,
+    documented,
+    entrypoint,
+    logger,
+    masked_id,
+    note_dropped,
+    ok,
+)
 from whatsapp_ingest.config import settings
 from whatsapp_ingest.events import MessageChange
 from whatsapp_ingest.models import MessageEventReply
@@ -19,6 +29,8 @@ app = create_app("message_event")
 )
 def message_event(body: MessageChange) -> Reply:
     result = get_store().apply_message_change(body, settings().erase_deleted_content)
+    note_dropped([result])
+    result.pop("dropped", None)
     outcome = "pending" if result["pending"] else "stored" if result["applied"] else "duplicate"
     count_outcome(outcome)
     logger.info(

@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from whatsapp_ingest.api import count_outcome, logger, metrics
+from whatsapp_ingest.api import count_outcome, logger, metrics, note_dropped
 from whatsapp_ingest.retry_queue import PERMANENT, back_off, describe, replay, set_aside
 from whatsapp_ingest.store import StoreUnavailable
 
@@ -49,6 +49,7 @@ def apply(record: SQSRecord) -> None:
         return
     outcome = "duplicate" if result.get("duplicate") else "stale" if result.get("stale") else "stored"
     count_outcome(outcome)
+    note_dropped(result.get("results", [result]))  # a gateway body's results, or one message event's
     logger.info(
         "queued request applied",
         extra={"outcome": outcome, "sqs_message_id": record.message_id, **describe(record.body)},

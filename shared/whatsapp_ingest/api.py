@@ -129,6 +129,15 @@ def count_outcome(outcome: str, count: int = 1) -> None:
     metrics.add_metric(name=outcome, unit=MetricUnit.Count, value=count)
 
 
+def note_dropped(results: list[dict[str, Any]]) -> None:
+    """Pending message events dropped by the per-session cap (whatsapp_message_event): the
+    metric `pending_dropped` and a warning line."""
+    dropped = sum(int(result.get("dropped") or 0) for result in results)
+    if dropped:
+        count_outcome("pending_dropped", dropped)
+        logger.warning("pending message events dropped: the session's cap was reached", extra={"dropped": dropped})
+
+
 # ---------------------------------------------------------------------------
 # Resolver
 # ---------------------------------------------------------------------------

@@ -14,14 +14,30 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from whatsapp_ingest.models import MessageType, SessionStatus, Timestamp, WaId, canonical_wa_id, parse_timestamp
+from whatsapp_ingest.models import (
+    QR_MAX_CHARS,
+    MessageType,
+    SessionStatus,
+    Timestamp,
+    WaId,
+    canonical_wa_id,
+    parse_timestamp,
+    qr_url_checked,
+)
 
 Gateway = Literal["evolution", "waha", "meta"]
 #: The contract's eight types and what gateways add (docs/gateway-operators.md).
 GatewayMessageType = Literal[MessageType, "interactive", "template", "unsupported"]
 DeliveryStatus = Literal["pending", "sent", "delivered", "read", "played", "failed"]
+#: A gateway's message id, in the characters WhatsApp and the gateways use: Baileys'
+#: and Evolution's hex ids, Meta's `wamid.` + base64, WAHA's `true_<chat>_<id>[_<participant>]`
+#: (JIDs: digits, `@`, `.`, `-`, `:`). No markup, space, quote or control character
+#: (bidirectional ones included): the CRM shows and links these ids.
+GatewayMessageId = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9._:@+/=\-]+$")]
+#: WhatsApp's longest text message; an edit's text is capped to it.
+MAX_TEXT_CHARS = 65_536
 
 
 class _Event(BaseModel):
@@ -35,7 +51,7 @@ class MessageEvent(_Event):
     """A message seen by the session, inbound or sent from the phone (whatsapp_ingest_message)."""
 
     kind: Literal["message"] = "message"
-    message_id: str = Field(min_length=1, max_length=512)
+    message_id: GatewayMessageId
     from_: WaId | None = Field(default=None, alias="from")
     to: WaId | None = None
     message_type: GatewayMessageType
@@ -92,13 +108,14 @@ class QrEvent(_Event):
     """A new QR code to scan (whatsapp_store_qr)."""
 
     kind: Literal["qr"] = "qr"
-    qr_code: str = Field(min_length=1)
-    qr_url: str | None = None
+    qr_code: str = Field(min_length=1, max_length=QR_MAX_CHARS)
+    #: As the contract's qr_url: https, or a base64 raster data URL.
+    qr_url: Annotated[str | None, AfterValidator(qr_url_checked)] = Field(default=None, max_length=QR_MAX_CHARS)
     generated_at: Timestamp
 
 
 class _MessageChange(_Event):
-    message_id: str = Field(min_length=1, max_length=512)
+    message_id: GatewayMessageId
     event_at: Timestamp | None = None
 
 
@@ -107,8 +124,8 @@ class AckEvent(_MessageChange):
 
     kind: Literal["status"] = "status"
     status: DeliveryStatus
-    error_code: int | str | None = None
-    error_title: str | None = None
+    error_code: int | Annotated[str, StringConstraints(max_length=64)] | None = None
+    error_title: str | None = Field(default=None, max_length=1024)
 
     def data(self) -> dict[str, Any]:
         error = {"code": self.error_code, "title": self.error_title} if self.status == "failed" else None
@@ -120,7 +137,7 @@ class ReactionEvent(_MessageChange):
 
     kind: Literal["reaction"] = "reaction"
     from_: WaId = Field(alias="from")
-    emoji: str | None = None
+    emoji: str | None = Field(default=None, max_length=64)
 
     def data(self) -> dict[str, Any]:
         return {"from": self.from_, "emoji": self.emoji or None}
@@ -130,7 +147,7 @@ class EditEvent(_MessageChange):
     """A message's new text; the old one goes to its edit history."""
 
     kind: Literal["edit"] = "edit"
-    body: str
+    body: str = Field(max_length=MAX_TEXT_CHARS)
 
     def data(self) -> dict[str, Any]:
         return {"body": self.body}
@@ -162,13 +179,13 @@ class MessageChange(BaseModel):
     #: When it happened, on the orchestrator's clock; statuses only move forward anyway.
     timestamp: Timestamp | None = None
     status: DeliveryStatus | None = None
-    error_code: int | str | None = None
+    error_code: int | Annotated[str, StringConstraints(max_length=64)] | None = None
     error_title: str | None = Field(default=None, max_length=1024)
     #: reaction: who reacted, and the emoji (null or "" removes the reaction)
     from_: WaId | None = Field(default=None, alias="from")
     emoji: str | None = Field(default=None, max_length=64)
     #: edit: the new text (the old one goes to the message's edit history)
-    text: str | None = None
+    text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
 
     def __repr_args__(self) -> Any:
         return [("session_id", self.session_id), ("kind", self.kind)]
@@ -182,11 +199,13 @@ class MessageChange(BaseModel):
         return self
 
     def event(self, erase_deleted: bool) -> MessageChangeEvent:
-        """The internal event it is."""
+        """The internal event it is. Built from fields this model validated (model_construct):
+        its message_id is the contract's (any characters, as messages/received stores them),
+        not restricted to a gateway's characters."""
         at = self.timestamp
         if self.kind == "status":
             assert self.status is not None
-            return AckEvent(
+            return AckEvent.model_construct(
                 message_id=self.message_id,
                 event_at=at,
                 status=self.status,
@@ -194,17 +213,28 @@ class MessageChange(BaseModel):
                 error_title=self.error_title,
             )
         if self.kind == "reaction":
-            return ReactionEvent(message_id=self.message_id, event_at=at, **{"from": self.from_}, emoji=self.emoji)
+            assert self.from_ is not None
+            return ReactionEvent.model_construct(
+                message_id=self.message_id, event_at=at, from_=self.from_, emoji=self.emoji
+            )
         if self.kind == "edit":
             assert self.text is not None
-            return EditEvent(message_id=self.message_id, event_at=at, body=self.text)
-        return DeleteEvent(message_id=self.message_id, event_at=at, erase=erase_deleted)
+            return EditEvent.model_construct(message_id=self.message_id, event_at=at, body=self.text)
+        return DeleteEvent.model_construct(message_id=self.message_id, event_at=at, erase=erase_deleted)
 
 
 Event = Annotated[
     MessageEvent | HistoryEvent | SessionEvent | QrEvent | AckEvent | ReactionEvent | EditEvent | DeleteEvent,
     Field(discriminator="kind"),
 ]
+
+
+class GatewayError(BaseModel):
+    """An error a gateway reports about the account or app, not about one message (logged, counted)."""
+
+    code: str = Field(max_length=64)
+    title: str = Field(max_length=256)
+    details: str | None = Field(default=None, max_length=256)
 
 
 class GatewayBatch(BaseModel):
@@ -215,6 +245,8 @@ class GatewayBatch(BaseModel):
     events: list[Event] = Field(default_factory=list)
     #: Names of the gateway's events that were not mapped (200 "ignored", counted).
     ignored: list[str] = Field(default_factory=list)
+    #: Errors the gateway reported about the account (Meta's value-level `errors`): logged, counted.
+    errors: list[GatewayError] = Field(default_factory=list)
     #: Evolution without a webhook token: the payload's apikey, hashed, must match the session's.
     apikey_sha256: str | None = None
     require_apikey: bool = False

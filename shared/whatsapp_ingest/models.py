@@ -336,9 +336,14 @@ class QrUpdate(_Private):
     @field_validator("qr_url")
     @classmethod
     def _is_https_or_image_data(cls, value: str | None) -> str | None:
-        if value is not None and not (_QR_HTTPS_URL.fullmatch(value) or _QR_DATA_URL.fullmatch(value)):
-            raise ValueError("expected an https:// URL or a data:image/(png|jpeg|gif|webp);base64 URL")
-        return value
+        return qr_url_checked(value)
+
+
+def qr_url_checked(value: str | None) -> str | None:
+    """A QR's URL as the CRM may render it (QrUpdate and the gateways' QR events), else ValueError."""
+    if value is not None and not (_QR_HTTPS_URL.fullmatch(value) or _QR_DATA_URL.fullmatch(value)):
+        raise ValueError("expected an https:// URL or a data:image/(png|jpeg|gif|webp);base64 URL")
+    return value
 
 
 #: A batch holds at most this many messages and this many bytes. The bytes: a

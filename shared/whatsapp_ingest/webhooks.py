@@ -44,6 +44,7 @@ from whatsapp_ingest.api import (
     logger,
     masked_id,
     metrics,
+    note_dropped,
     parse_body,
     queued,
     request_bytes,
@@ -170,6 +171,9 @@ def _post(
     for name in ignored:
         count_outcome("ignored")
         logger.info("gateway event ignored", extra={"gateway_event": name[:100]})
+    for error in (error for batch in batches for error in batch.errors):
+        count_outcome("gateway_error")
+        logger.warning("gateway reported an error", extra={"gateway_error": error.model_dump()})
     batches = [batch for batch in batches if batch.events]
     if not batches:
         return _proxy(envelope(200, "ignored", {"ignored": ignored, "results": []}))
@@ -198,6 +202,7 @@ def _post(
 
     for outcome in results:
         count_outcome(_outcome(outcome))
+    note_dropped(results)
     logger.info("webhook applied", extra={"events": [_summary(r) for r in results], "ignored": ignored})
     reply = {"session_id": result["session_id"] if len(batches) == 1 else None, "results": results, "ignored": ignored}
     return _proxy(envelope(200, "applied", reply))

@@ -244,10 +244,13 @@ begin
         raise exception 'apikey does not match the session''s' using errcode = 'PT401';
     end if;
 
-    -- The messages the body touches, locked once in id order (whatsapp_message_lock is
-    -- re-entrant), so two bodies, or a body and a batch, cannot lock them crosswise.
-    perform public.whatsapp_message_lock(v_session_id, ids.message_id)
-       from (select distinct coalesce(m ->> 'message_id', e ->> 'message_id') as message_id
+    -- The messages the body touches, locked once in the order of the key the lock takes
+    -- (the id without WAHA's true_/false_ prefix, 20261206010000; whatsapp_message_lock
+    -- is re-entrant), so two bodies, or a body and a batch, cannot lock them crosswise,
+    -- whichever spelling of an id each names.
+    perform public.whatsapp_message_lock(v_session_id, ids.lock_key)
+       from (select distinct regexp_replace(coalesce(m ->> 'message_id', e ->> 'message_id'),
+                                            '^(true|false)_', '') as lock_key
                from jsonb_array_elements(p_events) e
                left join lateral jsonb_array_elements(case when e ->> 'kind' = 'history'
                                                            then e -> 'messages' else '[]' end) m on true

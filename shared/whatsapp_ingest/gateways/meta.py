@@ -18,7 +18,9 @@ from whatsapp_ingest.config import GatewaySecrets
 from whatsapp_ingest.events import (
     AckEvent,
     DeleteEvent,
+    EditEvent,
     GatewayBatch,
+    GatewayError,
     MessageEvent,
     ReactionEvent,
     wa_id_or_none,
@@ -29,6 +31,10 @@ from whatsapp_ingest.gateways import check_hmac, matches_any, require
 NAME = "meta"
 MEDIA = ("image", "video", "audio", "document", "sticker")
 STATUSES = {"sent": "sent", "delivered": "delivered", "read": "read", "failed": "failed", "played": "played"}
+#: The webhook fields mapped: the customers' messages and statuses, and (coexistence) the
+#: messages the business types in the WhatsApp Business app. Others (history,
+#: smb_app_state_sync, account fields) are answered "ignored": docs/gateway-traffic.md says why.
+FIELDS = ("messages", "smb_message_echoes")
 
 
 def authenticate(headers: Mapping[str, str], raw: bytes, secrets: GatewaySecrets) -> None:
@@ -63,11 +69,12 @@ def translate(body: dict[str, Any], _secrets: GatewaySecrets, erase_deleted: boo
             value = change.get("value") if isinstance(change, dict) else None
             field = str((change or {}).get("field") or "")
             instance = ((value or {}).get("metadata") or {}).get("phone_number_id")
-            if field != "messages" or not isinstance(value, dict) or not instance:
+            if field not in FIELDS or not isinstance(value, dict) or not instance:
                 ignored.append(field or "unnamed")
                 continue
             batch = batches.setdefault(str(instance), GatewayBatch(gateway="meta", instance=str(instance)))
             _change(batch, value, erase_deleted)
+            _errors(batch, value)
     if not batches:
         return [GatewayBatch(gateway="meta", instance="-", ignored=ignored)]
     first = next(iter(batches.values()))
@@ -81,7 +88,9 @@ def _change(batch: GatewayBatch, value: dict[str, Any], erase_deleted: bool) -> 
         c.get("wa_id"): (c.get("profile") or {}).get("name") for c in value.get("contacts") or [] if isinstance(c, dict)
     }
     for message in value.get("messages") or []:
-        _message(batch, message, own, names)
+        _message(batch, message, own, names, erase_deleted)
+    for echo in value.get("message_echoes") or []:  # typed in the WhatsApp Business app (coexistence)
+        _message(batch, echo, own, {}, erase_deleted, echo=True)
     for status in value.get("statuses") or []:
         name = str(status.get("status"))
         if name == "deleted":
@@ -103,10 +112,50 @@ def _change(batch: GatewayBatch, value: dict[str, Any], erase_deleted: bool) -> 
             batch.ignored.append(f"status:{name}")
 
 
-def _message(batch: GatewayBatch, message: dict[str, Any], own: str | None, names: dict[Any, Any]) -> None:
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _errors(batch: GatewayBatch, value: dict[str, Any]) -> None:
+    """Value-level errors (a problem with the app or account, no message to attach it to)."""
+    for error in value.get("errors") or []:
+        if isinstance(error, dict):
+            details = _obj(error.get("error_data"))
+            batch.errors.append(
+                GatewayError(
+                    code=str(error.get("code"))[:64],
+                    title=str(error.get("title") or error.get("message") or "")[:256],
+                    details=str(details.get("details") or "")[:256] or None,
+                )
+            )
+
+
+def _message(
+    batch: GatewayBatch,
+    message: dict[str, Any],
+    own: str | None,
+    names: dict[Any, Any],
+    erase_deleted: bool,
+    echo: bool = False,
+) -> None:
     kind = str(message.get("type") or "unsupported")
     sender = message.get("from")
     at = message.get("timestamp")
+    if kind in ("edit", "revoke"):
+        change = _obj(message.get(kind))
+        target = change.get("original_message_id")
+        if kind == "revoke":  # a deletion names its message, nothing more
+            batch.events.append(DeleteEvent(message_id=target, event_at=at, erase=erase_deleted))
+            return
+        edited = _obj(change.get("message"))
+        new_kind = str(edited.get("type") or "")
+        new = _obj(edited.get(new_kind))
+        text = new.get("body") if new_kind == "text" else new.get("caption")
+        if not isinstance(text, str):
+            batch.ignored.append(f"edit:{new_kind or 'unnamed'}")
+            return
+        batch.events.append(EditEvent(message_id=target, body=text, event_at=at))
+        return
     if kind == "reaction":
         reaction = message.get("reaction") or {}
         batch.events.append(
@@ -156,7 +205,7 @@ def _message(batch: GatewayBatch, message: dict[str, Any], own: str | None, name
     elif kind == "interactive" and isinstance(message.get("interactive"), dict):
         interactive = message["interactive"]
         reply = interactive.get(interactive.get("type")) or {}
-        body = reply.get("title")
+        body = reply.get("title") or reply.get("body")  # a Flow's reply (nfm_reply) has its body text
         content = {"type": "interactive", "interactive": interactive}
     elif kind == "button" and isinstance(message.get("button"), dict):
         kind, body = "interactive", message["button"].get("text")
@@ -167,13 +216,13 @@ def _message(batch: GatewayBatch, message: dict[str, Any], own: str | None, name
     batch.events.append(
         MessageEvent(
             message_id=message.get("id"),
-            **{"from": sender},
-            to=own,
+            **{"from": own if echo and own else sender},
+            to=message.get("to") if echo else own,
             message_type=kind,
             body=body,
             content=content | context,
             sent_at=at,
-            from_me=False,
-            push_name=names.get(sender),
+            from_me=echo,
+            push_name=None if echo else names.get(sender),
         )
     )

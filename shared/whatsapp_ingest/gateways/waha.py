@@ -8,6 +8,8 @@ of the raw body keyed with the webhook's hmac key (WAHA_HMAC_KEY), with
 from __future__ import annotations
 
 import hashlib
+import mimetypes
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,6 +48,10 @@ ACK_NAMES = {
     "READ": "read",
     "PLAYED": "played",
 }
+
+
+#: WAHA's serialized message id: `<fromMe>_<chat>_<id>`, for groups (WEBJS) `_<participant>` after.
+_SERIALIZED = re.compile(r"^(true|false)_([^_]+@[^_]+)_([^_]+)(_.+)?$")
 
 
 def authenticate(headers: Mapping[str, str], raw: bytes, secrets: GatewaySecrets) -> None:
@@ -88,35 +94,42 @@ def translate(body: dict[str, Any], _secrets: GatewaySecrets, erase_deleted: boo
         )
         if ack is None:
             raise ValueError("payload.ack: not a WAHA ack")
-        batch.events.append(
-            AckEvent(message_id=_id(payload.get("id")), status=ack, event_at=time_or_none(payload.get("timestamp")))
-        )
+        from_me = payload.get("fromMe") is True
+        target = _serialized(_id(payload.get("id")), payload, from_me)
+        batch.events.append(AckEvent(message_id=target, status=ack, event_at=time_or_none(payload.get("timestamp"))))
     elif event == "message.reaction":
         reaction = payload.get("reaction") or {}
         sender = own if payload.get("fromMe") and own else payload.get("participant") or payload.get("from")
+        # A reaction is usually to the other side's message; a wrong guess still finds it
+        # (whatsapp_message_event tries the other direction prefix).
+        target = _serialized(_id(reaction.get("messageId")), payload, payload.get("fromMe") is not True)
         batch.events.append(
             ReactionEvent(
-                message_id=_id(reaction.get("messageId")),
+                message_id=target,
                 **{"from": sender},
                 emoji=reaction.get("text") or None,
                 event_at=time_or_none(payload.get("timestamp")),
             )
         )
     elif event == "message.revoked":
-        before = _obj(payload.get("before"))
-        target = payload.get("revokedMessageId") or before.get("id")
+        before, after = _obj(payload.get("before")), _obj(payload.get("after"))
+        revoked = payload.get("revokedMessageId")
+        # The revocation is sent by the message's sender, in its chat: `after` names both.
+        target = _serialized(_id(revoked), after, after.get("fromMe") is True) if revoked else _id(before.get("id"))
         batch.events.append(
             DeleteEvent(
-                message_id=_id(target),
+                message_id=target,
                 erase=erase_deleted,
                 event_at=time_or_none((payload.get("after") or {}).get("timestamp")),
             )
         )
     elif event == "message.edited":
-        target = payload.get("editedMessageId") or payload.get("id")
+        edited = payload.get("editedMessageId")
+        # Only the sender edits, in the same chat: the edit's own id and direction name the original's.
+        target = _serialized(_id(edited), payload, payload.get("fromMe") is True) if edited else _id(payload.get("id"))
         batch.events.append(
             EditEvent(
-                message_id=_id(target),
+                message_id=target,
                 body=str(payload.get("body") or ""),
                 event_at=time_or_none(payload.get("timestamp")),
             )
@@ -136,6 +149,25 @@ def _id(value: Any) -> str:
     return value
 
 
+def _serialized(message_id: str, context: dict[str, Any], from_me: bool) -> str:
+    """The id WAHA stores a message under (`true_<chat>_<id>`), for an id that may be bare.
+
+    Newer WAHA names edited and revoked messages by their bare id (editedMessageId,
+    revokedMessageId) while messages carry the serialized one: the prefix is taken from the
+    event's own serialized id when it has one, else built from its direction and chat."""
+    if "_" in message_id:  # serialized already
+        return message_id
+    own_id = context.get("id")
+    parsed = _SERIALIZED.match(own_id) if isinstance(own_id, str) else None
+    if parsed and parsed.group(1) == ("true" if from_me else "false"):
+        return f"{parsed.group(1)}_{parsed.group(2)}_{message_id}{parsed.group(4) or ''}"
+    # The chat: `to` of a message sent by the session, else `from` (an ack may carry only `from`).
+    chat = (context.get("to") if context.get("fromMe") is True else None) or context.get("from")
+    if not isinstance(chat, str) or "@" not in chat:
+        return message_id
+    return f"{'true' if from_me else 'false'}_{chat}_{message_id}"
+
+
 def _message(payload: dict[str, Any], own: str | None) -> MessageEvent:
     data = _obj(payload.get("_data"))
     from_me = payload.get("fromMe") is True
@@ -144,6 +176,10 @@ def _message(payload: dict[str, Any], own: str | None) -> MessageEvent:
     text = payload.get("body") if isinstance(payload.get("body"), str) else None
     wa_type = str(data.get("type") or "")
     media = payload.get("media") if isinstance(payload.get("media"), dict) else None
+    if media is None and isinstance(payload.get("mediaUrl"), str) and payload["mediaUrl"]:
+        # Before 2024 WAHA sent media flat: `mediaUrl` (and `filename` for documents), no `media`.
+        url = payload["mediaUrl"]
+        media = {"url": url, "filename": payload.get("filename"), "mimetype": mimetypes.guess_type(url)[0]}
     content: dict[str, Any]
     if payload.get("hasMedia") or media:
         mime = str((media or {}).get("mimetype") or "")
