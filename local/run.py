@@ -50,7 +50,15 @@ def start_media(port: int) -> None:
     if not os.environ.get("STORAGE_S3_ENDPOINT_URL"):
         _, endpoint = media.start_server(port=port)
         os.environ.update(media.prepare(endpoint))
+        # The gateway connections' secrets (docs/gateway-connections.md) on the same server.
+        os.environ.setdefault("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint)
     print(f"  storage: {os.environ['STORAGE_S3_ENDPOINT_URL']} bucket {media.BUCKET}", flush=True)
+    if os.environ.get("AWS_ENDPOINT_URL_SECRETS_MANAGER"):
+        print(
+            f"  secrets: export AWS_ENDPOINT_URL_SECRETS_MANAGER={os.environ['AWS_ENDPOINT_URL_SECRETS_MANAGER']}"
+            "   (gateway connections: python -m whatsapp_ingest.connections)",
+            flush=True,
+        )
     media.MediaLoop().start()
 
 

@@ -30,7 +30,7 @@ from whatsapp_ingest.config import (
     parse_connection_secret,
     secrets_manager,
 )
-from whatsapp_ingest.store import get_store
+from whatsapp_ingest.store import InvalidData, get_store
 
 GATEWAYS = ("evolution", "waha", "meta")
 #: Secrets accepted at once: the new one and the one being rotated out.
@@ -192,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"connection_id": str(args.connection_id), "rotation": "finished"}))
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except InvalidData as exc:  # e.g. WAHA and Evolution need --base-url, Meta takes none
+        print(f"error: the database refused the connection ({exc.constraint or exc.sqlstate})", file=sys.stderr)
         return 2
     return 0
 
