@@ -355,6 +355,21 @@ def test_meta_batch_is_applied_in_one_call_and_redelivered_once(hook: Any, db: A
     assert [r["body"] for r in messages(db)] == ["MESSAGE_BODY", "MESSAGE_BODY2"]
 
 
+def test_meta_body_naming_a_number_without_session_still_applies_the_linked_numbers(hook: Any, db: Any) -> None:
+    # Meta batches the numbers of one app in one body; the first names a number the CRM has not
+    # linked (yet), which must not hold up, nor make Meta retry, the linked number's message.
+    link(db, "meta", "PHONE_NUMBER_ID")
+    body = payload("meta", "batched_two_changes_one_post.json")
+    body["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "UNLINKED_PHONE_NUMBER_ID"
+    body["entry"][0]["changes"][1]["value"]["messages"][0]["id"] = "wamid.ID2"
+
+    result = hook("meta", body)
+
+    assert result.status == 200
+    assert [r["body"] for r in messages(db)] == ["MESSAGE_BODY2"]
+    assert any("no session of this connection" in name for name in result.body["data"]["ignored"])
+
+
 def test_status_reaction_edit_delete_before_and_after_the_message(hook: Any, db: Any) -> None:
     link(db, "waha", "default")
     target = "false_79111111@c.us_AAAA"

@@ -180,12 +180,16 @@ def _post(
 
     received_at = _received_at(event)
     results: list[dict[str, Any]] = []
+    unknown: list[str] = []
     for index, batch in enumerate(batches):
         try:
             result = apply(get_store(), batch, received_at)
         except SessionNotFound:
-            # No oracle: an instance of another connection, or of none, is refused like a wrong secret.
-            raise _refused("unauthorized: this connection has no session with this instance") from None
+            # A Meta body may name several phone numbers of one app: one not linked to a session of
+            # this connection must not hold up the others, which are applied. Only a body naming
+            # none of this connection's sessions is refused, like a wrong secret (no oracle).
+            unknown.append(masked_id(batch.instance[:64]))
+            continue
         except GatewayRefused:
             raise _refused("unauthorized: the apikey does not match the session's") from None
         except InvalidData as exc:
@@ -200,6 +204,12 @@ def _post(
             return _queue(batches[index:], event, received_at, exc)
         results.extend(result["results"])
 
+    if len(unknown) == len(batches):
+        raise _refused("unauthorized: this connection has no session with this instance")
+    for instance in unknown:
+        count_outcome("ignored")
+        logger.warning("webhook names an instance this connection has no session for", extra={"unknown": instance})
+        ignored.append(f"instance {instance}: no session of this connection")
     for outcome in results:
         count_outcome(_outcome(outcome))
     note_dropped(results)
