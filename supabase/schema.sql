@@ -724,6 +724,7 @@ CREATE TABLE public.whatsapp_sessions (
     gateway_connection_id uuid,
     qr_order public.whatsapp_order_mark,
     CONSTRAINT whatsapp_sessions_gateway_check CHECK ((((gateway = ANY (ARRAY['evolution'::text, 'waha'::text, 'meta'::text])) AND (gateway_instance <> ''::text) AND ((gateway_apikey_sha256 IS NULL) OR (gateway_apikey_sha256 ~ '^[0-9a-f]{64}$'::text))) OR ((gateway IS NULL) AND (gateway_instance IS NULL) AND (gateway_apikey_sha256 IS NULL)))),
+    CONSTRAINT whatsapp_sessions_gateway_connection_gateway_check CHECK (((gateway_connection_id IS NULL) OR (gateway IS NOT NULL))),
     CONSTRAINT whatsapp_sessions_server_port_check CHECK (((server_port >= 0) AND (server_port <= 65535))),
     CONSTRAINT whatsapp_sessions_status_check CHECK ((status = ANY (ARRAY['connected'::text, 'disconnected'::text, 'expired'::text, 'pending'::text])))
 );

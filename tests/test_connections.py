@@ -136,6 +136,18 @@ def test_two_servers_may_each_name_an_instance_default_but_one_server_only_once(
         link(db, third, first, "waha", "default")
 
 
+def test_a_session_without_a_gateway_cannot_name_a_connection(db: Any, sm: None) -> None:
+    # The foreign key checks nothing when gateway is null (MATCH SIMPLE): the check does.
+    waha = new_connection("waha", "secret-of-waha-0123")
+    missing = "7a7a7a7a-0000-4000-8000-0000000000ff"
+    for connection in (waha, missing):
+        with pytest.raises(psycopg.errors.CheckViolation, match="whatsapp_sessions_gateway_connection_gateway_check"):
+            db.execute(
+                "update public.whatsapp_sessions set gateway = null, gateway_connection_id = %s where id = %s",
+                (connection, SESSION_ID),
+            )
+
+
 def test_an_accounts_connection_takes_only_that_accounts_sessions_an_operators_any(db: Any, sm: None) -> None:
     of_a = new_connection("waha", "secret-of-acct-a-0123", account=ACCOUNT_A)
     operators = new_connection("waha", "secret-of-operator-0123")

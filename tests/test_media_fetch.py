@@ -34,6 +34,25 @@ def test_a_private_address_is_refused() -> None:
         get("http://10.1.2.3/file.jpg", LOCAL)
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::a9fe:a9fe",  # NAT64 of the metadata address
+        "64:ff9b:1::a01:203",  # local-use NAT64 of 10.1.2.3
+        "::a9fe:a9fe",  # IPv4-compatible metadata address
+        "::ffff:a9fe:a9fe",  # IPv4-mapped
+        "2002:a9fe:a9fe::1",  # 6to4 of the metadata address
+        "2002:a01:203::1",  # 6to4 of 10.1.2.3
+        "fec0::1",  # site-local
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+    ],
+)
+def test_an_ipv6_address_standing_for_a_private_one_is_refused(standin: Standin, address: str) -> None:
+    with pytest.raises(MediaError, match="non-public address"):
+        get(f"http://[{address}]/file.jpg", Policy((address,), allow_loopback=True))
+    assert standin.hits == []
+
+
 def test_loopback_is_refused_where_loopback_is_not_allowed(standin: Standin) -> None:
     deployed = Policy(("127.0.0.1", "localhost"), allow_loopback=False)
     with pytest.raises(MediaError, match="non-public address"):

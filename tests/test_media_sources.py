@@ -155,6 +155,34 @@ def test_waha_media_url_is_fetched_from_the_configured_server_with_its_api_key(
 
 
 @pytest.mark.parametrize(
+    "url",
+    [
+        "https://x/api/other-session/auth/qr",
+        "https://x/api/files/../other-session/auth/qr",
+        "https://x/api/files/%2e%2e/other-session/auth/qr",
+        "https://x/api/files/%2E%2E%2Fother-session%2Fauth%2Fqr",
+        "https://x/api/files/%252e%252e/sessions",
+    ],
+)
+def test_waha_media_url_outside_its_file_store_is_failed_without_a_request(
+    hook: Any, db: Any, standin: Standin, media_env: dict[str, str], url: str
+) -> None:
+    body = copy.deepcopy(payload("waha", "message_image_media_url.json"))
+    body["payload"]["media"]["url"] = url
+    standin.routes[urlsplit(url).path] = (200, {"Content-Type": "image/jpeg"}, PHOTO)
+    link(db, "waha", body["session"])
+    hook("waha", body)
+
+    dispatch_and_run()
+
+    stored = only_message(db)
+    assert stored["media_status"] == "failed"
+    assert stored["media_error"] == "refused: a WAHA media url outside /api/files/"
+    assert standin.hits == []
+    assert objects() == {}
+
+
+@pytest.mark.parametrize(
     "name", ["image.json", "audio_voice_note.json", "video_forwarded.json", "document.json", "sticker.json"]
 )
 def test_cloud_api_media_id_is_resolved_through_the_graph_api_and_downloaded_with_the_token(

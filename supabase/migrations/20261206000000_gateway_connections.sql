@@ -71,6 +71,13 @@ comment on column public.whatsapp_sessions.gateway_connection_id is
 alter table public.whatsapp_sessions add constraint whatsapp_sessions_gateway_connection_fkey
     foreign key (gateway_connection_id, gateway) references public.whatsapp_gateway_connections (id, gateway);
 
+-- The key above is MATCH SIMPLE: with gateway null it checks nothing, so a
+-- connection needs a gateway. The column is new and empty: every existing row
+-- satisfies the check, and the table is small (one row per linked phone).
+-- squawk-ignore constraint-missing-not-valid
+alter table public.whatsapp_sessions add constraint whatsapp_sessions_gateway_connection_gateway_check
+    check (gateway_connection_id is null or gateway is not null);
+
 -- An instance name is unique per connection: two servers may each have
 -- "default". The column is new and empty: the index builds on nothing.
 -- squawk-ignore disallowed-unique-constraint, constraint-missing-not-valid

@@ -55,6 +55,28 @@ def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
+#: IPv6 prefixes that carry an IPv4 address in their low 32 bits (NAT64, IPv4-compatible).
+_IPV4_IN_LOW_BITS = tuple(
+    ipaddress.IPv6Network(net) for net in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0/96")
+)
+#: Python calls these global: site-local (deprecated, routed privately) and Teredo.
+_REFUSED_V6 = tuple(ipaddress.IPv6Network(net) for net in ("fec0::/10", "2001::/32"))
+_6TO4 = ipaddress.IPv6Network("2002::/16")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IPv4 address an IPv6 one stands for (NAT64, IPv4-compatible or -mapped, 6to4), else itself."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip
+    if ip in _6TO4:
+        return ipaddress.IPv4Address((int(ip) >> 80) & 0xFFFFFFFF)
+    if int(ip) <= 1:
+        return ip  # :: and ::1 are themselves (unspecified, loopback)
+    if any(ip in net for net in _IPV4_IN_LOW_BITS):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
+
+
 def checked_address(host: str, port: int, allow_loopback: bool) -> str:
     """The address to connect to, once every address the host resolves to is public."""
     try:
@@ -64,9 +86,9 @@ def checked_address(host: str, port: int, allow_loopback: bool) -> str:
     # Every address is checked; IPv4 first, as Lambda has no IPv6 route out by default.
     addresses = [str(info[4][0]) for info in sorted(infos, key=lambda info: info[0] != socket.AF_INET)]
     for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
+        ip = _embedded_ipv4(ipaddress.ip_address(address.split("%")[0]))
+        if isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in _REFUSED_V6):
+            raise MediaError("failed", f"refused: {host} resolves to a non-public address")
         if ip.is_loopback and allow_loopback:
             continue
         if not ip.is_global or ip.is_multicast:

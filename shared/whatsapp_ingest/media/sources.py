@@ -3,7 +3,8 @@
 - inline `data` (the contract's, or Evolution's webhook base64): no download;
 - Meta (WhatsApp Cloud API): the media id resolved through the Graph API with
   the business's access token, then downloaded with the same token;
-- WAHA: media.url's path fetched from the configured WAHA server with its API key;
+- WAHA: media.url's path, only under /api/files/ (WAHA's file store), fetched from
+  the configured WAHA server with its API key;
 - a `media_key` (contract, Evolution): the encrypted file on WhatsApp's CDN
   (url, or the CDN + direct_path), decrypted;
 - otherwise a contract `url` is a plain file, from MEDIA_URL_HOSTS only (a
@@ -20,7 +21,7 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 from whatsapp_ingest.config import MediaSettings, gateway_source_secrets
@@ -115,6 +116,16 @@ def plan(job: dict[str, Any], config: MediaSettings) -> Plan:
         if not url:
             raise MediaError("unavailable", "WAHA sent no media url (is WAHA's media download on?)")
         parts = urlsplit(url)
+        # Only WAHA's file store (it serves downloaded media at /api/files/...): the API key
+        # opens every session on the server, so no other path (another session's QR, ...).
+        path = unquote(parts.path)
+        if (
+            not parts.path.startswith("/api/files/")
+            or any(segment in ("", ".", "..") for segment in path.split("/")[3:])
+            or "\\" in path
+            or "%" in path
+        ):
+            raise MediaError("failed", "refused: a WAHA media url outside /api/files/")
         # Always from the configured server: WAHA may report itself under another name.
         fetched = credentials.base_url.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
         policy = Policy(

@@ -103,14 +103,20 @@ def store_file(job: dict[str, Any], config: MediaSettings, client: Any) -> dict[
         cap = config.max_bytes + 32 if source.media_key else config.max_bytes
         chunks = response.chunks(cap)
         served = response.content_type
-    mime = content_type(kind, source.mime_type, served)
-    base = mime.split(";")[0].strip()
-    fallback = f"{kind}{EXTENSIONS.get(base, '')}"
-    filename = safe_filename(media.get("filename") if kind == "document" else None, fallback)
-    key = f"{job['account_id']}/{job['id']}/{job['lease']}/{filename}"
-    disposition = f'attachment; filename="{filename}"' if kind == "document" else None
-    upload = StreamingUpload(client, config.bucket, key, mime, disposition)
-    decryptor = StreamDecryptor(source.media_key, kind, source.file_enc_sha256) if source.media_key else None
+    try:
+        mime = content_type(kind, source.mime_type, served)
+        base = mime.split(";")[0].strip()
+        fallback = f"{kind}{EXTENSIONS.get(base, '')}"
+        filename = safe_filename(media.get("filename") if kind == "document" else None, fallback)
+        key = f"{job['account_id']}/{job['id']}/{job['lease']}/{filename}"
+        disposition = f'attachment; filename="{filename}"' if kind == "document" else None
+        upload = StreamingUpload(client, config.bucket, key, mime, disposition)
+        decryptor = StreamDecryptor(source.media_key, kind, source.file_enc_sha256) if source.media_key else None
+    except BaseException:
+        # The response opened above is closed here, else in the download's own finally below.
+        if response is not None:
+            response.close()
+        raise
     try:
         try:
             for chunk in chunks:
