@@ -213,3 +213,23 @@ def test_upgrade_from_the_first_migration_keeps_every_row_in_one_account_and_cle
                 " where m.account_id <> c.account_id or m.account_id <> ch.account_id"
             ).fetchone()["n"]
             assert mixed == 0
+
+
+def test_a_migration_waiting_on_a_busy_table_gives_up_and_applies_nothing() -> None:
+    # A long transaction holding mensajes: the media migration stops after its lock_timeout
+    # instead of queueing every request behind its own lock, and leaves nothing half-applied.
+    with embedded_postgres() as server:
+        url = server.get_uri()
+        database.migrate(url, until="20261206010000")
+        with psycopg.connect(url) as busy:
+            busy.execute("lock table public.mensajes in row exclusive mode")
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                database.migrate(url)
+        with psycopg.connect(url, row_factory=dict_row) as conn:
+            columns = conn.execute(
+                "select column_name from information_schema.columns"
+                " where table_name = 'mensajes' and column_name = 'media_status'"
+            ).fetchall()
+            versions = [r["version"] for r in conn.execute("select version from supabase_migrations.schema_migrations")]
+        assert columns == [] and max(versions) == "20261206010000"
+        assert database.migrate(url) == ["20261206020000_media.sql", "20261206020100_media_backfill.sql"]

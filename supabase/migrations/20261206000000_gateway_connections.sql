@@ -17,6 +17,11 @@
 --    connection: a connection's credentials write only into its own sessions.
 -- 5. Hardening: no sequence is usable by anon or authenticated.
 
+-- mensajes, chats and whatsapp_sessions are busy: a lock that would wait behind
+-- a long transaction (and queue every request behind itself) fails the
+-- migration instead, to be run again at a quieter moment.
+set local lock_timeout = '5s';
+
 -- ---------------------------------------------------------------------------
 -- Connections
 -- ---------------------------------------------------------------------------
