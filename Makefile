@@ -31,16 +31,18 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 venv: $(BIN)/.installed browser-tools ## Create the venv and install everything from the locks
 
 # The console's browser test (tests/test_console_browser.py) drives Debian's chromium
-# through its chromedriver and reads the QR back with zbarimg: from apt, when missing.
+# through its chromedriver and reads the QR back with zbarimg; the frontend kit's test
+# (tests/test_frontend_kit.py) runs the kit with node: from apt, when missing.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-browser-tools: ## Install chromium, chromedriver and zbarimg with apt, those missing ($CHROMIUM / $CHROMEDRIVER name others)
+browser-tools: ## Install chromium, chromedriver, zbarimg and node with apt, those missing ($CHROMIUM / $CHROMEDRIVER name others)
 	@missing=""; \
 	command -v $${CHROMIUM:-chromium} >/dev/null || missing="$$missing chromium"; \
 	command -v $${CHROMEDRIVER:-chromedriver} >/dev/null || missing="$$missing chromium-driver"; \
 	command -v zbarimg >/dev/null || missing="$$missing zbar-tools"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
 	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null; then $(SUDO) apt-get update && $(SUDO) apt-get install -y $$missing; \
-	else echo "no apt-get: install$$missing, or the console's browser test fails" >&2; fi
+	else echo "no apt-get: install$$missing, or the browser and kit tests fail" >&2; fi
 
 # One resolution for every platform (the arm64 layer too), with the hash of every file.
 UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.13 --generate-hashes \

@@ -26,7 +26,9 @@ export const SESSION_COLUMNS = 'id,account_id,status,phone_number,whatsapp_user_
 /** What the CRM shows of a message: content, delivery status, reactions, edits, deletion. */
 export const MESSAGE_COLUMNS =
   'id,session_id,chat_id,contact_id,direction,message_type,body,content,sent_at,' +
-  'delivery_status,delivery_status_at,delivery_error,reactions,edit_history,edited_at,deleted_at'
+  'delivery_status,delivery_status_at,delivery_error,reactions,edit_history,edited_at,deleted_at,' +
+  // Media (null without): show media_path through storage.createSignedUrl once media_status is 'stored'.
+  'media_status,media_path,media_mime_type,media_size,media_sha256,media_error'
 
 /** How many of a chat's latest messages a history batch (messages_created) reloads. */
 export const HISTORY_LIMIT = 50

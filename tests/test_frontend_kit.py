@@ -15,14 +15,15 @@ import pytest
 from conftest import ACCOUNT_A, MEMBER_A, call_handler, load_event
 
 REPO = Path(__file__).resolve().parent.parent
-NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
+#: `make venv` installs node (Debian's nodejs) when missing: without it this fails, never skips.
+NODE = shutil.which("node") or "node"
 
 #: An orchestrator's day: every kind of broadcast the triggers send.
 EVENTS = [
     "status_update/valid",  # session_updated
     "qr_update/valid",  # session_updated
     "messages_received/text",  # message_created
+    "messages_received/image",  # message_created, media pending
     "messages_batch/valid",  # messages_created
     "message_event/status_read",  # message_updated: status
     "message_event/reaction",
@@ -100,13 +101,26 @@ def test_the_kit_ends_with_every_session_and_message_as_the_member_reads_them(
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
-def test_message_updated_keeps_whatever_fields_its_payload_carries(broadcasts: list[dict[str, Any]], db: Any) -> None:
-    # A later migration may broadcast more (media's state, say): the kit keeps it without a change.
-    update = next(b for b in broadcasts if b["event"] == "message_updated")
-    extended = {**update, "payload": {**update["payload"], "media_status": "ready", "media_path": "a/b.jpg"}}
-    state = run_kit([*broadcasts, extended], rows_as_member(db))
-    message = state["messages"][str(update["payload"]["id"])]
-    assert (message["media_status"], message["media_path"]) == ("ready", "a/b.jpg")
+def test_a_photo_stored_by_the_media_function_shows_in_the_kit_with_its_path(
+    broadcasts: list[dict[str, Any]], db: Any, database_url: str
+) -> None:
+    # The media function's own two calls, claim and finish, and the broadcast they make.
+    photo = db.execute("select id from public.mensajes where message_type = 'image'").fetchone()["id"]
+    lease = db.execute("select public.whatsapp_media_claim(%s, 60) as r", (photo,)).fetchone()["r"]["lease"]
+    media = {"path": f"{ACCOUNT_A}/{photo}/{lease}/image.jpg", "mime_type": "image/jpeg", "size": 3, "sha256": "0" * 64}
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("listen realtime")
+        finish = "select public.whatsapp_media_finish(%s, %s, 'stored', %s, null) as r"
+        assert db.execute(finish, (photo, lease, json.dumps(media))).fetchone()["r"] == {"recorded": True}
+        stored = [json.loads(n.payload) for n in listener.notifies(timeout=1, stop_after=None)]
+    assert [b["event"] for b in stored] == ["message_updated"]
+
+    rows = rows_as_member(db)
+    state = run_kit([*broadcasts, *stored], rows)
+    assert (state["unhandled"], state["errors"]) == ([], [])
+    shown = state["messages"][str(photo)]
+    assert (shown["media_status"], shown["media_path"], shown["media_size"]) == ("stored", media["path"], 3)
+    assert {k: shown[k] for k in rows["mensajes"][0]} == next(r for r in rows["mensajes"] if r["id"] == photo)
 
 
 def test_an_event_the_kit_does_not_know_is_reported_not_ignored() -> None:
