@@ -63,6 +63,26 @@ def test_cloud_api_revoke_deletes_the_original_it_names(hook: Any, db: Any) -> N
     assert db.execute("select count(*) as n from public.mensajes").fetchone()["n"] == 1  # no "unsupported" bubble
 
 
+@pytest.mark.parametrize("dropped", [("contacts",), ("from",), ("contacts", "from")])
+def test_cloud_api_revoke_needs_no_sender(hook: Any, db: Any, dropped: tuple[str, ...]) -> None:
+    # The documented revoke without what a deletion does not need: the original is named by id.
+    link(db, "meta", META_INSTANCE)
+    hook("meta", payload("meta", "text_official_doc.json"))
+    revoke = copy.deepcopy(traffic("meta", "revoke.source.json"))
+    value = revoke["entry"][0]["changes"][0]["value"]
+    if "contacts" in dropped:
+        del value["contacts"]
+    if "from" in dropped:
+        del value["messages"][0]["from"]
+
+    result = hook("meta", revoke)
+
+    assert result.body["data"]["results"] == [
+        {"message_id": TEXT_ID, "kind": "delete", "applied": True, "pending": False}
+    ]
+    assert message(db, TEXT_ID)["deleted_at"] is not None
+
+
 def test_cloud_api_revoke_before_its_message_waits_and_applies(hook: Any, db: Any) -> None:
     link(db, "meta", META_INSTANCE)
     assert hook("meta", traffic("meta", "revoke.source.json")).body["data"]["results"][0]["pending"] is True
@@ -194,6 +214,25 @@ def test_waha_reaction_and_ack_reach_the_message_whatever_direction_prefix_they_
     sent = ack["payload"]["id"]
     hook("waha", {**ack, "payload": {**ack["payload"], "id": sent.split("_")[-1]}})  # a bare id
     assert pending(db)[0]["whatsapp_message_id"] == sent  # kept under the full id the message will have
+
+
+@pytest.mark.parametrize("message_first", [True, False])
+def test_waha_reaction_by_bare_id_reaches_the_message_stored_under_its_full_id(
+    hook: Any, db: Any, message_first: bool
+) -> None:
+    # WAHA's documented reaction, naming the reacted message by its bare id as edits and revocations do.
+    reaction = copy.deepcopy(payload("waha", "message_reaction.json"))
+    full = reaction["payload"]["reaction"]["messageId"]
+    reaction["payload"]["reaction"]["messageId"] = full.split("_")[-1]
+    sent = {"event": "message", "session": "default", "payload": {"id": full, "timestamp": 1710481000}}
+    sent["payload"] |= {"from": "79222222222@c.us", "to": "79111111@c.us", "body": "hola", "fromMe": True}
+    link(db, "waha", "default")
+
+    for body in (sent, reaction) if message_first else (reaction, sent):
+        hook("waha", body)
+
+    assert message(db, full)["reactions"]["79111111"]["emoji"] == "🙏"
+    assert pending(db) == []
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -134,13 +135,22 @@ def test_evolution_baileys_media_fields_are_fetched_from_the_cdn_and_decrypted(
     assert standin.paths() == [media["directPath"]]
 
 
-@pytest.mark.parametrize("name", ["message_image_media_url.json", "message_document_media_url.json"])
+@pytest.mark.parametrize(
+    "name, served",
+    [
+        ("message_image_media_url.json", "image/jpeg"),
+        ("message_document_media_url.json", "application/pdf"),
+        # Before 2024 WAHA sent a flat mediaUrl (no mimetype): the kind from the file name.
+        ("traffic/message_media_url_flat_2023.json", "image/jpeg"),
+        ("traffic/message_document_media_url_flat_2023.json", "application/pdf"),
+    ],
+)
 def test_waha_media_url_is_fetched_from_the_configured_server_with_its_api_key(
-    hook: Any, db: Any, standin: Standin, media_env: dict[str, str], name: str
+    hook: Any, db: Any, standin: Standin, media_env: dict[str, str], name: str, served: str
 ) -> None:
     body = payload("waha", name)
-    path = urlsplit(body["payload"]["media"]["url"]).path
-    standin.routes[path] = (200, {"Content-Type": body["payload"]["media"]["mimetype"]}, PHOTO)
+    path = urlsplit(body["payload"].get("mediaUrl") or body["payload"]["media"]["url"]).path
+    standin.routes[path] = (200, {"Content-Type": served}, PHOTO)
     link(db, "waha", body["session"])
     hook("waha", body)
 
@@ -217,37 +227,67 @@ def test_cloud_api_media_id_is_resolved_through_the_graph_api_and_downloaded_wit
     ]
 
 
-def test_waha_media_of_a_connections_session_are_fetched_from_its_server_with_its_api_key(
-    handlers: Any,
-    db: Any,
-    standin: Standin,
-    media_env: dict[str, str],
-    moto_endpoint: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The connection's Secrets Manager secret on the same moto server; its base URL is the
-    # stand-in, while the deployment-wide WAHA settings name another server and key.
+@pytest.fixture
+def on_connection(
+    handlers: Any, db: Any, media_env: dict[str, str], moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """Adds a connection (its secret on the same moto server), links the gateway's session to it
+    and posts `body` to its URL: the media then come with that connection's credentials."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint)
-    monkeypatch.setenv("WAHA_BASE_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("WAHA_API_KEY", "the-default-connections-key")
     secrets_manager.cache_clear()
     forget_connection_secrets()
-    given = {"webhook_secret": "waha-hmac-of-server-2", "api_key": "waha-api-key-of-server-2"}
-    connection = connections.add_connection("waha", "WAHA 2", given, None, standin.url)["id"]
+
+    def post_on(gateway: str, instance: str, given: dict[str, str], body: Any, **row: Any) -> None:
+        connection = connections.add_connection(gateway, f"{gateway} 2", given, None, **row)["id"]
+        link(db, gateway, instance)
+        db.execute(
+            "update public.whatsapp_sessions set gateway_connection_id = %s where gateway = %s", (connection, gateway)
+        )
+        assert status(post(handlers, gateway, connection, body, given["webhook_secret"]))[0] == 200
+
+    yield post_on
+    secrets_manager.cache_clear()
+    forget_connection_secrets()
+
+
+def test_waha_media_of_a_connections_session_are_fetched_from_its_server_with_its_api_key(
+    on_connection: Any, db: Any, standin: Standin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The connection's base URL is the stand-in; the deployment-wide WAHA settings name another server and key.
+    monkeypatch.setenv("WAHA_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("WAHA_API_KEY", "the-default-connections-key")
     body = payload("waha", "message_image_media_url.json")
     path = urlsplit(body["payload"]["media"]["url"]).path
     standin.routes[path] = (200, {"Content-Type": body["payload"]["media"]["mimetype"]}, PHOTO)
-    link(db, "waha", body["session"])
-    db.execute("update public.whatsapp_sessions set gateway_connection_id = %s where gateway = 'waha'", (connection,))
-    assert status(post(handlers, "waha", connection, body, given["webhook_secret"]))[0] == 200
+    given = {"webhook_secret": "waha-hmac-of-server-2", "api_key": "waha-api-key-of-server-2"}
+    on_connection("waha", body["session"], given, body, base_url=standin.url)
 
-    try:
-        dispatch_and_run()
-    finally:
-        secrets_manager.cache_clear()
-        forget_connection_secrets()
+    dispatch_and_run()
 
     stored = only_message(db)
     assert stored["media_status"] == "stored", stored["media_error"]
     ((fetched, headers),) = standin.hits
     assert fetched == path and headers["x-api-key"] == "waha-api-key-of-server-2"
+
+
+def test_cloud_api_media_of_a_connections_session_use_its_apps_token_and_graph_version(
+    on_connection: Any, db: Any, standin: Standin
+) -> None:
+    # A second Meta app: its own access token and Graph version, not the deployment-wide ones.
+    body = payload("meta", "image.json")
+    value = body["entry"][0]["changes"][0]["value"]
+    media_id = value["messages"][0]["image"]["id"]
+    graph = {"url": f"{standin.url}/whatsapp_business/attachments/?mid={media_id}", "id": media_id}
+    standin.routes[f"/v22.0/{media_id}"] = (200, {"Content-Type": "application/json"}, json.dumps(graph).encode())
+    standin.routes[f"/whatsapp_business/attachments/?mid={media_id}"] = (200, {"Content-Type": "image/jpeg"}, PHOTO)
+    given = {"webhook_secret": "app-secret-of-app-2", "verify_token": "verify-2", "api_key": "token-of-app-2"}
+    on_connection("meta", value["metadata"]["phone_number_id"], given, body, api_version="v22.0")
+
+    dispatch_and_run()
+
+    stored = only_message(db)
+    assert stored["media_status"] == "stored", stored["media_error"]
+    assert [(path, headers["authorization"]) for path, headers in standin.hits] == [
+        (f"/v22.0/{media_id}", "Bearer token-of-app-2"),
+        (f"/whatsapp_business/attachments/?mid={media_id}", "Bearer token-of-app-2"),
+    ]

@@ -214,14 +214,27 @@ def test_every_sample_event_is_an_http_api_v2_event_for_its_endpoint(path: Any) 
     assert event["requestContext"]["http"]["method"] in {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
 
-def test_the_dead_letter_queue_takes_only_the_retry_queue_as_its_source(template: dict[str, Any]) -> None:
-    dead = template["Resources"]["RetryDeadLetterQueue"]["Properties"]
-    retry = template["Resources"]["RetryQueue"]["Properties"]
-    policy = dead["RedriveAllowPolicy"]
-    (source,) = policy["sourceQueueArnList"]
+@pytest.mark.parametrize(
+    "dead_letter, source", [("RetryDeadLetterQueue", "RetryQueue"), ("MediaDeadLetterQueue", "MediaQueue")]
+)
+def test_each_dead_letter_queue_takes_only_its_own_queue_as_its_source(
+    template: dict[str, Any], dead_letter: str, source: str
+) -> None:
+    resources = template["Resources"]
+    policy = resources[dead_letter]["Properties"]["RedriveAllowPolicy"]
+    (allowed,) = policy["sourceQueueArnList"]
+    name = str(resources[source]["Properties"]["QueueName"])
     assert policy["redrivePermission"] == "byQueue"
-    assert str(source).endswith("whatsapp-ingest-retry-${Stage}")
-    assert str(retry["QueueName"]).endswith("whatsapp-ingest-retry-${Stage}")
+    assert str(allowed).endswith(":" + name)
+    assert resources[source]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"] == f"{dead_letter}.Arn"
+    # No other queue names a dead-letter queue: each has exactly one source.
+    sources = [
+        key
+        for key, resource in resources.items()
+        if resource["Type"] == "AWS::SQS::Queue"
+        and resource["Properties"].get("RedrivePolicy", {}).get("deadLetterTargetArn") == f"{dead_letter}.Arn"
+    ]
+    assert sources == [source]
 
 
 def test_webhook_and_media_functions_read_only_connection_secrets_under_the_prefix(template: dict[str, Any]) -> None:
