@@ -22,9 +22,17 @@ grant usage on schema public to anon, authenticated, service_role;
 
 -- Supabase's default privileges: every new table and function in public is
 -- granted to the API roles. The migrations must revoke what they do not want.
-alter default privileges in schema public grant all on tables to anon, authenticated, service_role;
-alter default privileges in schema public grant all on functions to anon, authenticated, service_role;
-alter default privileges in schema public grant all on sequences to anon, authenticated, service_role;
+-- Set once, when the project is new (no migration recorded yet), as Supabase
+-- does: on a later start they would undo what a migration revoked.
+do $$
+begin
+    if to_regclass('supabase_migrations.schema_migrations') is null then
+        alter default privileges in schema public grant all on tables to anon, authenticated, service_role;
+        alter default privileges in schema public grant all on functions to anon, authenticated, service_role;
+        alter default privileges in schema public grant all on sequences to anon, authenticated, service_role;
+    end if;
+end;
+$$;
 
 -- ---------------------------------------------------------------------------
 -- auth: the parts of Supabase Auth the migrations and policies use, in the
