@@ -1925,7 +1925,7 @@ CREATE TRIGGER mensajes_broadcast_insert AFTER INSERT ON public.mensajes REFEREN
 -- Name: mensajes mensajes_broadcast_media; Type: TRIGGER; Schema: public; Owner: postgres
 --
 
-CREATE TRIGGER mensajes_broadcast_media AFTER UPDATE OF media_status ON public.mensajes FOR EACH ROW WHEN (((old.media_status IS NOT NULL) AND (old.media_status IS DISTINCT FROM new.media_status))) EXECUTE FUNCTION public.whatsapp_broadcast_media_update();
+CREATE TRIGGER mensajes_broadcast_media AFTER UPDATE OF media_status ON public.mensajes FOR EACH ROW WHEN ((old.media_status IS DISTINCT FROM new.media_status)) EXECUTE FUNCTION public.whatsapp_broadcast_media_update();
 
 --
 -- Name: mensajes mensajes_broadcast_update; Type: TRIGGER; Schema: public; Owner: postgres

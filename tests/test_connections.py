@@ -148,6 +148,39 @@ def test_a_session_without_a_gateway_cannot_name_a_connection(db: Any, sm: None)
             )
 
 
+def test_upgrade_gives_a_session_naming_a_connection_without_a_gateway_its_connections_gateway() -> None:
+    # Before 20261206030000 the key checked nothing with gateway null: such rows take their
+    # connection's gateway, or lose a connection that does not exist, and the check then holds.
+    from conftest import embedded_postgres
+    from psycopg.rows import dict_row
+
+    from local import database
+
+    with embedded_postgres() as server:
+        url = server.get_uri()
+        database.migrate(url, until="20261206020000", seed=True)
+        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            waha = conn.execute(
+                "select public.whatsapp_add_gateway_connection(gen_random_uuid(), 'waha', 'WAHA 2', null,"
+                " 'https://waha-2.example.com') ->> 'id' as id"
+            ).fetchone()["id"]
+            missing = "7a7a7a7a-0000-4000-8000-0000000000ff"
+            for session, connection in ((SESSION_ID, waha), (SESSION_B, missing)):
+                conn.execute(
+                    "update public.whatsapp_sessions set gateway = null, gateway_connection_id = %s where id = %s",
+                    (connection, session),
+                )
+
+            database.migrate(url)
+
+            rows = conn.execute(
+                "select id::text, gateway, gateway_connection_id::text from public.whatsapp_sessions"
+                " where id in (%s, %s) order by id = %s desc",
+                (SESSION_ID, SESSION_B, SESSION_ID),
+            ).fetchall()
+            assert [(r["gateway"], r["gateway_connection_id"]) for r in rows] == [("waha", waha), (None, None)]
+
+
 def test_an_accounts_connection_takes_only_that_accounts_sessions_an_operators_any(db: Any, sm: None) -> None:
     of_a = new_connection("waha", "secret-of-acct-a-0123", account=ACCOUNT_A)
     operators = new_connection("waha", "secret-of-operator-0123")

@@ -58,6 +58,19 @@ def test_migrations_apply_once_and_are_recorded_like_the_supabase_cli(database_u
     ]
 
 
+def test_a_second_start_keeps_what_the_migrations_revoked_from_the_api_roles(database_url: str, db: Any) -> None:
+    # make run applies the platform stand-ins on every start: Supabase's default privileges are
+    # set once, or a restart would grant every later sequence to anon again (20261206000000 revokes it).
+    database.migrate(database_url)
+    with db.transaction(force_rollback=True):
+        db.execute("create sequence public.a_sequence_after_a_restart")
+        granted = db.execute(
+            "select has_sequence_privilege(r, 'public.a_sequence_after_a_restart', 'USAGE, UPDATE') as g"
+            " from unnest(array['anon', 'authenticated']) as r"
+        ).fetchall()
+    assert [row["g"] for row in granted] == [False, False]
+
+
 def test_migrations_apply_to_postgres_16_too() -> None:
     # Supabase runs 15 and 17; the embedded server offers 16 and 18, and the
     # rest of the suite runs on 18.
@@ -216,20 +229,19 @@ def test_upgrade_from_the_first_migration_keeps_every_row_in_one_account_and_cle
 
 
 def test_a_migration_waiting_on_a_busy_table_gives_up_and_applies_nothing() -> None:
-    # A long transaction holding mensajes: the media migration stops after its lock_timeout
+    # A long transaction holding whatsapp_sessions: the migration stops after its lock_timeout
     # instead of queueing every request behind its own lock, and leaves nothing half-applied.
     with embedded_postgres() as server:
         url = server.get_uri()
-        database.migrate(url, until="20261206010000")
+        database.migrate(url, until="20261206020000")
         with psycopg.connect(url) as busy:
-            busy.execute("lock table public.mensajes in row exclusive mode")
+            busy.execute("lock table public.whatsapp_sessions in row exclusive mode")
             with pytest.raises(psycopg.errors.LockNotAvailable):
                 database.migrate(url)
         with psycopg.connect(url, row_factory=dict_row) as conn:
-            columns = conn.execute(
-                "select column_name from information_schema.columns"
-                " where table_name = 'mensajes' and column_name = 'media_status'"
+            checks = conn.execute(
+                "select conname from pg_constraint where conname = 'whatsapp_sessions_gateway_connection_gateway_check'"
             ).fetchall()
             versions = [r["version"] for r in conn.execute("select version from supabase_migrations.schema_migrations")]
-        assert columns == [] and max(versions) == "20261206010000"
-        assert database.migrate(url) == ["20261206020000_media.sql", "20261206020100_media_backfill.sql"]
+        assert checks == [] and max(versions) == "20261206020000"
+        assert database.migrate(url) == ["20261206030000_session_connection_needs_gateway.sql"]

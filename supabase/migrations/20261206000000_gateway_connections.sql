@@ -17,11 +17,6 @@
 --    connection: a connection's credentials write only into its own sessions.
 -- 5. Hardening: no sequence is usable by anon or authenticated.
 
--- mensajes, chats and whatsapp_sessions are busy: a lock that would wait behind
--- a long transaction (and queue every request behind itself) fails the
--- migration instead, to be run again at a quieter moment.
-set local lock_timeout = '5s';
-
 -- ---------------------------------------------------------------------------
 -- Connections
 -- ---------------------------------------------------------------------------
@@ -75,13 +70,6 @@ comment on column public.whatsapp_sessions.gateway_connection_id is
 -- squawk-ignore adding-foreign-key-constraint, constraint-missing-not-valid
 alter table public.whatsapp_sessions add constraint whatsapp_sessions_gateway_connection_fkey
     foreign key (gateway_connection_id, gateway) references public.whatsapp_gateway_connections (id, gateway);
-
--- The key above is MATCH SIMPLE: with gateway null it checks nothing, so a
--- connection needs a gateway. The column is new and empty: every existing row
--- satisfies the check, and the table is small (one row per linked phone).
--- squawk-ignore constraint-missing-not-valid
-alter table public.whatsapp_sessions add constraint whatsapp_sessions_gateway_connection_gateway_check
-    check (gateway_connection_id is null or gateway is not null);
 
 -- An instance name is unique per connection: two servers may each have
 -- "default". The column is new and empty: the index builds on nothing.

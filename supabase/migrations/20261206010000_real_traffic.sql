@@ -23,11 +23,6 @@
 -- replace keeps its owner and grants; each entry point states SECURITY DEFINER
 -- again, as 20261202040000 set it).
 
--- mensajes, chats and whatsapp_sessions are busy: a lock that would wait behind
--- a long transaction (and queue every request behind itself) fails the
--- migration instead, to be run again at a quieter moment.
-set local lock_timeout = '5s';
-
 -- ---------------------------------------------------------------------------
 -- Columns
 -- ---------------------------------------------------------------------------

