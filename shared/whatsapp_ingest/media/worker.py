@@ -103,7 +103,7 @@ def store_file(job: dict[str, Any], config: MediaSettings, client: Any) -> dict[
         cap = config.max_bytes + 32 if source.media_key else config.max_bytes
         chunks = response.chunks(cap)
         served = response.content_type
-    try:
+    try:  # the response, once opened, is closed whatever happens below
         mime = content_type(kind, source.mime_type, served)
         base = mime.split(";")[0].strip()
         fallback = f"{kind}{EXTENSIONS.get(base, '')}"
@@ -112,34 +112,29 @@ def store_file(job: dict[str, Any], config: MediaSettings, client: Any) -> dict[
         disposition = f'attachment; filename="{filename}"' if kind == "document" else None
         upload = StreamingUpload(client, config.bucket, key, mime, disposition)
         decryptor = StreamDecryptor(source.media_key, kind, source.file_enc_sha256) if source.media_key else None
-    except BaseException:
-        # The response opened above is closed here, else in the download's own finally below.
+        try:
+            try:
+                for chunk in chunks:
+                    upload.write(decryptor.update(chunk) if decryptor else chunk)
+                    if upload.size > config.max_bytes:
+                        raise MediaError("too_large", f"over the {config.max_bytes} byte cap")
+                if decryptor:
+                    upload.write(decryptor.finalize())
+            except MediaIntegrityError as exc:
+                raise MediaError("failed", str(exc)) from None
+            if upload.size > config.max_bytes:
+                raise MediaError("too_large", f"over the {config.max_bytes} byte cap")
+            if source.file_sha256 is not None and not hmac.compare_digest(upload.sha256.digest(), source.file_sha256):
+                raise MediaError("failed", "file_sha256 does not match the file")
+            if upload.size == 0:
+                raise MediaError("failed", "the file is empty")
+            upload.complete()
+        except BaseException:
+            upload.abort()
+            raise
+    finally:
         if response is not None:
             response.close()
-        raise
-    try:
-        try:
-            for chunk in chunks:
-                upload.write(decryptor.update(chunk) if decryptor else chunk)
-                if upload.size > config.max_bytes:
-                    raise MediaError("too_large", f"over the {config.max_bytes} byte cap")
-            if decryptor:
-                upload.write(decryptor.finalize())
-        except MediaIntegrityError as exc:
-            raise MediaError("failed", str(exc)) from None
-        finally:
-            if response is not None:
-                response.close()
-        if upload.size > config.max_bytes:
-            raise MediaError("too_large", f"over the {config.max_bytes} byte cap")
-        if source.file_sha256 is not None and not hmac.compare_digest(upload.sha256.digest(), source.file_sha256):
-            raise MediaError("failed", "file_sha256 does not match the file")
-        if upload.size == 0:
-            raise MediaError("failed", "the file is empty")
-        upload.complete()
-    except BaseException:
-        upload.abort()
-        raise
     return {"path": key, "mime_type": mime, "size": upload.size, "sha256": upload.sha256.hexdigest()}
 
 
